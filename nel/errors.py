@@ -65,8 +65,10 @@ class ModelCallError(NelError):
         latency_s: float = 0.0,
         attempt_latencies_s: tuple[float, ...] = (),
         status: int | None = None,
+        messages: tuple[dict, ...] | None = None,
     ) -> None:
         super().__init__(message)
+        self.messages = messages
         self.kind = kind
         self.attempts = attempts
         self.latency_s = latency_s

@@ -1,0 +1,5 @@
+import sys
+
+from nel.cli import main
+
+sys.exit(main())

@@ -1,0 +1,215 @@
+"""The ``nel`` command line.
+
+Exit codes (docs/cli.md): 0 complete; 1 finished but incomplete (failed or missing rows);
+2 bad usage or config (unknown benchmark, config clash); 3 bad data or store (missing or
+corrupt dataset, corrupt part file); 128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from nel.errors import ConfigError, DataError, IncompleteRunError, NelError, StoreError
+from nel.version import __version__
+
+EXIT_OK, EXIT_INCOMPLETE, EXIT_CONFIG, EXIT_DATA = 0, 1, 2, 3
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_CONFIG
+    try:
+        return int(args.func(args))
+    except NelError as exc:
+        print(f"nel: error: {exc}", file=sys.stderr)
+        return _exit_code(exc)
+    except KeyboardInterrupt:
+        print("nel: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _exit_code(exc: NelError) -> int:
+    if isinstance(exc, IncompleteRunError):
+        return EXIT_INCOMPLETE
+    if isinstance(exc, (DataError, StoreError)):
+        return EXIT_DATA
+    if isinstance(exc, ConfigError):
+        return EXIT_CONFIG
+    return EXIT_INCOMPLETE
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nel", description="Evaluate language models on benchmarks.")
+    parser.add_argument("--version", action="version", version=f"nel {__version__}")
+    sub = parser.add_subparsers(dest="command")
+
+    eval_parser = sub.add_parser("eval", help="evaluate a model")
+    eval_sub = eval_parser.add_subparsers(dest="eval_command")
+    run = eval_sub.add_parser("run", help="run (or resume) an evaluation")
+    _add_run_flags(run)
+    run.set_defaults(func=_cmd_eval_run)
+
+    reduce = sub.add_parser("reduce", help="merge a run's shards into metrics")
+    reduce.add_argument("run_dir")
+    reduce.add_argument("--allow-partial", action="store_true", help="reduce even with missing or failed rows")
+    reduce.set_defaults(func=_cmd_reduce)
+
+    lister = sub.add_parser("list", help="list the benchmarks nel knows")
+    lister.add_argument("--data-dir", help="where prepared data lives (default: NEL_DATA_DIR or a user cache)")
+    lister.set_defaults(func=_cmd_list)
+
+    prep = sub.add_parser("prepare", help="download and prepare a benchmark's data")
+    prep.add_argument("names", nargs="+", metavar="NAME")
+    prep.add_argument("--data-dir")
+    prep.add_argument("--mirror", help="fetch sources from this base URL instead (also NEL_DATA_MIRROR)")
+    prep.set_defaults(func=_cmd_prepare)
+    return parser
+
+
+def _add_run_flags(run: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    run.add_argument("--bench", required=True, help="benchmark URI, e.g. skills://gsm8k")
+    run.add_argument("--model-url", default=env("NEL_MODEL_URL"), help="OpenAI-compatible base URL (NEL_MODEL_URL)")
+    run.add_argument("--model-id", default=env("NEL_MODEL_ID"), help="model name sent in requests (NEL_MODEL_ID)")
+    run.add_argument("--api-key", help="API key (default: NEL_API_KEY or OPENAI_API_KEY); never written anywhere")
+    run.add_argument("--repeats", type=int, default=1)
+    run.add_argument("--max-problems", type=int)
+    run.add_argument("--system-prompt")
+    run.add_argument("--prompt-template", help="user template with {field} placeholders from the dataset row")
+    run.add_argument("--temperature", type=float)
+    run.add_argument("--top-p", type=float)
+    run.add_argument("--max-tokens", type=int)
+    run.add_argument("--seed", type=int, help="sampling seed sent to the endpoint")
+    run.add_argument("--concurrency", type=int, default=64)
+    run.add_argument("--timeout", type=float, default=600.0, help="seconds per HTTP attempt")
+    run.add_argument("--max-retries", type=int, default=5)
+    run.add_argument("--data-dir")
+    run.add_argument("--output-dir", required=True)
+    run.add_argument("--overwrite", action="store_true", help="delete a previous run in --output-dir first")
+    run.add_argument("--allow-partial", action="store_true", help="write metrics even if rows failed")
+    run.add_argument("--progress", choices=("auto", "rich", "plain", "none"), default="auto")
+
+
+def _spec_from_args(args: argparse.Namespace) -> object:
+    from nel.spec import ModelSpec, RunSpec
+
+    model = ModelSpec(
+        url=args.model_url or "",
+        model_id=args.model_id or "",
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_tokens=args.max_tokens,
+        seed=args.seed,
+        timeout=args.timeout,
+        max_retries=args.max_retries,
+    )
+    if model.url.startswith("local://") and not model.model_id:
+        model = ModelSpec(**{**model.__dict__, "model_id": model.url.removeprefix("local://")})
+    return RunSpec(
+        bench=args.bench,
+        model=model,
+        output_dir=args.output_dir,
+        repeats=args.repeats,
+        max_problems=args.max_problems,
+        system_prompt=args.system_prompt,
+        prompt_template=args.prompt_template,
+        data_dir=args.data_dir,
+        concurrency=args.concurrency,
+    ).validate()
+
+
+def _cmd_eval_run(args: argparse.Namespace) -> int:
+    from nel.runner import Interrupted, run_shard
+    from nel.sharding import shard_from_env
+
+    spec = _spec_from_args(args)
+    shard = shard_from_env()
+    try:
+        result = run_shard(
+            spec,  # type: ignore[arg-type]
+            shard_idx=shard.idx,
+            total_shards=shard.total,
+            api_key=args.api_key,
+            overwrite=args.overwrite,
+            allow_partial=args.allow_partial,
+            progress=args.progress,
+        )
+    except Interrupted as exc:
+        print(f"nel: {exc}", file=sys.stderr)
+        return 128 + exc.signum
+    print(f"shard {shard.idx + 1}/{shard.total}: {result.done}/{result.total} done "
+          f"({result.already_done} from before), {result.failed} failed; run dir {result.run_dir}")  # fmt: skip
+    if result.metrics is not None:
+        _print_headline(result.metrics)
+        print(f"metrics: {result.paths['metrics']}")
+    if result.incomplete:
+        print(f"nel: incomplete: {result.incomplete}", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    if shard.total > 1:
+        print(f"when every shard is done: nel reduce {result.run_dir}")
+    return EXIT_OK if result.failed == 0 else EXIT_INCOMPLETE
+
+
+def _cmd_reduce(args: argparse.Namespace) -> int:
+    from nel.reduce import reduce_run
+
+    result = reduce_run(Path(args.run_dir), allow_partial=args.allow_partial)
+    _print_headline(result.metrics)
+    print(f"wrote {', '.join(str(p) for p in result.paths.values())}")
+    if not result.complete:
+        print(f"nel: partial result: {result.problem_summary}", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    return EXIT_OK
+
+
+def _print_headline(metrics: dict) -> None:
+    for bench, modes in metrics.items():
+        if not modes:
+            continue
+        last_k = max(int(m.split("@", 1)[1].split("[")[0]) for m in modes if m.startswith("pass@"))
+        for mode in (f"pass@1[avg-of-{last_k}]", f"majority@{last_k}", f"pass@{last_k}", "pass@1"):
+            if mode in modes:
+                values = {k: v for k, v in modes[mode].items() if not isinstance(v, (dict, list))}
+                values = {k: v for k, v in values.items() if not k.endswith("_std_err")}
+                print(f"{bench} {mode}: {json.dumps(values)}")
+                break
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from nel.skills.catalog import CATALOG
+    from nel.skills.data import resolve_data_dir, split_path
+
+    data_dir = resolve_data_dir(args.data_dir)
+    table = Table(title=f"benchmarks (data: {data_dir})")
+    for column in ("benchmark", "metrics type", "problems", "backend", "prepared", "status"):
+        table.add_column(column)
+    for bench in CATALOG.values():
+        prepared = split_path(data_dir, bench.name, bench.eval_split).exists()
+        status = bench.not_runnable or "runnable"
+        table.add_row(f"skills://{bench.name}", bench.metrics_type, str(bench.num_problems or "?"),
+                      "native", "yes" if prepared else "no", status)  # fmt: skip
+    Console(width=160).print(table)
+    return EXIT_OK
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from nel.skills.catalog import get_benchmark
+    from nel.skills.data import resolve_data_dir
+    from nel.skills.prepare import prepare
+
+    data_dir = resolve_data_dir(args.data_dir)
+    for name in args.names:
+        path = prepare(get_benchmark(name), data_dir, mirror=args.mirror, show_progress=sys.stderr.isatty())
+        print(f"prepared {name}: {path}")
+    return EXIT_OK

@@ -1,0 +1,284 @@
+"""The reducer: merge a run's shards, check exactly-once, write metrics and runtime stats.
+
+Two passes keep memory bounded by the small columns: pass one reads keys and metric
+columns of every part and picks one row per (problem_idx, repeat) — the first terminal
+row, else the latest failed one; pass two streams the full rows of the picked set into
+one trajectories.parquet. Nothing is called final while rows are missing or failed,
+unless the caller allows a partial result.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from nel.errors import IncompleteRunError, StoreError
+from nel.metrics import MetricInputs, compute_metrics
+from nel.rundir import read_progress, read_run, shard_dir, write_json_atomic
+from nel.store import SCHEMA, TERMINAL_ERROR_KINDS, part_files, read_part
+
+_KEY_COLUMNS = [
+    "problem_idx", "repeat", "subset", "error_kind", "error", "reward", "scores", "extracted_answer",
+    "finish_reason", "prompt_tokens", "completion_tokens", "reasoning_tokens", "attempts", "model_calls",
+    "model_latency_s", "verify_time_s", "started_at", "finished_at",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ReduceResult:
+    metrics: dict[str, Any]
+    runtime: dict[str, Any]
+    complete: bool
+    problem_summary: str | None
+    paths: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Expectation:
+    """Which keys the shards promised (from their progress.json) and which shards are absent."""
+
+    ranges: dict[int, tuple[int, int]]
+    repeats: int
+    missing_shards: list[int]
+
+
+def reduce_run(run_dir: str | Path, *, allow_partial: bool = False) -> ReduceResult:
+    run_dir = Path(run_dir)
+    run = read_run(run_dir)
+    total_shards = int(run["total_shards"])
+    expect = _expectation(run_dir, run, total_shards)
+    rows, meta, sources = _read_rows(run_dir, total_shards)
+    picked, duplicates = _pick(rows, expect.repeats)
+    problems = _problems(picked, expect, duplicates)
+    complete = not problems
+    summary = "; ".join(problems) if problems else None
+    report_path = run_dir / "report.txt"
+    if not complete and not allow_partial:
+        report_path.write_text(_report(run, summary, None, None))
+        raise IncompleteRunError(
+            f"run {run_dir} is incomplete: {summary}. Rerun the missing shards (the same command "
+            "resumes), or pass --allow-partial to reduce anyway"
+        )
+    benchmark = meta.get("nel.benchmark", "benchmark")
+    metrics = _metrics(picked, benchmark, meta, expect.repeats)
+    runtime = _runtime(picked, complete, duplicates)
+    paths = {
+        "metrics": run_dir / "metrics.json",
+        "runtime": run_dir / "runtime.json",
+        "trajectories": run_dir / "trajectories.parquet",
+        "report": report_path,
+    }
+    _write_merged(sources, picked, paths["trajectories"], meta)
+    write_json_atomic(paths["metrics"], metrics)
+    write_json_atomic(paths["runtime"], runtime)
+    report_path.write_text(_report(run, summary, metrics, runtime))
+    return ReduceResult(metrics, runtime, complete, summary, paths)
+
+
+def _expectation(run_dir: Path, run: dict[str, Any], total_shards: int) -> _Expectation:
+    ranges: dict[int, tuple[int, int]] = {}
+    missing: list[int] = []
+    repeats = int(run.get("identity", {}).get("repeats", 1))
+    for idx in range(total_shards):
+        progress = read_progress(shard_dir(run_dir, idx, total_shards))
+        if progress is None or "problems" not in progress:
+            missing.append(idx)
+            continue
+        start, stop = progress["problems"]
+        ranges[idx] = (int(start), int(stop))
+        repeats = int(progress.get("repeats", repeats))
+    return _Expectation(ranges, repeats, missing)
+
+
+def _read_rows(run_dir: Path, total_shards: int) -> tuple[pa.Table, dict[str, str], list[Path]]:
+    tables, sources = [], []
+    meta: dict[str, str] = {}
+    for idx in range(total_shards):
+        for path in part_files(shard_dir(run_dir, idx, total_shards)):
+            table = read_part(path, _KEY_COLUMNS)
+            if not meta and table.schema.metadata:
+                meta = {k.decode(): v.decode() for k, v in table.schema.metadata.items()}
+            file_id = len(sources)
+            sources.append(path)
+            table = table.append_column("_file", pa.array(np.full(len(table), file_id, dtype=np.int32)))
+            table = table.append_column("_row", pa.array(np.arange(len(table), dtype=np.int64)))
+            tables.append(table)
+    if not tables:
+        empty = SCHEMA.empty_table().select(_KEY_COLUMNS)
+        empty = empty.append_column("_file", pa.array([], pa.int32()))
+        empty = empty.append_column("_row", pa.array([], pa.int64()))
+        return empty, meta, sources
+    return pa.concat_tables(tables), meta, sources
+
+
+def _pick(rows: pa.Table, repeats: int) -> tuple[pa.Table, int]:
+    """One row per key: the earliest terminal row, else the latest failed one."""
+    if len(rows) == 0:
+        return rows, 0
+    key = rows.column("problem_idx").to_numpy() * max(repeats, 1) + rows.column("repeat").to_numpy()
+    terminal = pc.is_in(rows.column("error_kind"), pa.array(sorted(TERMINAL_ERROR_KINDS))).to_numpy(
+        zero_copy_only=False
+    )
+    finished = pc.cast(rows.column("finished_at"), pa.int64()).to_numpy(zero_copy_only=False)
+    order_value = np.where(terminal, finished, -finished)
+    order = np.lexsort((order_value, ~terminal, key))
+    sorted_keys = key[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    chosen = order[first]
+    duplicates = int((terminal[order] & ~first).sum())
+    return rows.take(pa.array(chosen)), duplicates
+
+
+def _problems(picked: pa.Table, expect: _Expectation, duplicates: int) -> list[str]:
+    problems: list[str] = []
+    if expect.missing_shards:
+        problems.append(f"shard(s) {_ranges_text(expect.missing_shards)} never started")
+    keys = np.sort(picked.column("problem_idx").to_numpy() * expect.repeats + picked.column("repeat").to_numpy())
+    for idx, (start, stop) in sorted(expect.ranges.items()):
+        wanted = np.arange(start * expect.repeats, stop * expect.repeats)
+        lacking = np.setdiff1d(wanted, keys, assume_unique=True)
+        if lacking.size:
+            example = ", ".join(f"problem {k // expect.repeats} repeat {k % expect.repeats}" for k in lacking[:3])
+            problems.append(f"shard {idx}: {lacking.size} row(s) missing (e.g. {example})")
+    kinds = picked.column("error_kind").to_pylist()
+    failed = Counter(k for k in kinds if k not in TERMINAL_ERROR_KINDS)
+    if failed:
+        by_kind = ", ".join(f"{n} {k}" for k, n in failed.most_common())
+        first = next(i for i, k in enumerate(kinds) if k not in TERMINAL_ERROR_KINDS)
+        problems.append(
+            f"{sum(failed.values())} row(s) failed ({by_kind}); first: problem "
+            f"{picked.column('problem_idx')[first].as_py()} repeat {picked.column('repeat')[first].as_py()}: "
+            f"{picked.column('error')[first].as_py()}"
+        )
+    return problems
+
+
+def _metrics(picked: pa.Table, benchmark: str, meta: dict[str, str], repeats: int) -> dict[str, Any]:
+    score_names = [s for s in meta.get("nel.score_names", "correct").split(",") if s]
+    groups: dict[str, pa.Table] = {benchmark: picked}
+    subsets = [s for s in pc.unique(picked.column("subset")).to_pylist() if s is not None]
+    for subset in sorted(subsets):
+        groups[f"{benchmark}-{subset}"] = picked.filter(pc.equal(picked.column("subset"), subset))
+    return {name: compute_metrics(_inputs(table, score_names, repeats)) for name, table in groups.items()}
+
+
+def _inputs(table: pa.Table, score_names: list[str], repeats: int) -> MetricInputs:
+    """Reshape rows to (problems, repeats), keeping only problems that have every repeat."""
+    table = table.sort_by([("problem_idx", "ascending"), ("repeat", "ascending")])
+    problem = table.column("problem_idx").to_numpy()
+    uniq, counts = np.unique(problem, return_counts=True)
+    full = np.isin(problem, uniq[counts == repeats])
+    table = table.filter(pa.array(full))
+    shape = (len(table) // repeats, repeats)
+
+    def matrix(values: pa.ChunkedArray) -> np.ndarray:
+        return values.to_numpy(zero_copy_only=False).astype(float).reshape(shape)
+
+    scores = {}
+    for name in score_names:
+        looked_up = pc.map_lookup(table.column("scores"), pa.scalar(name), "first")
+        fallback = table.column("reward") if name == score_names[0] else pa.nulls(len(table), pa.float64())
+        scores[name] = matrix(pc.fill_null(pc.coalesce(looked_up, fallback), 0.0))
+    answers = pc.dictionary_encode(table.column("extracted_answer")).combine_chunks()
+    codes = pc.fill_null(answers.indices, -1).to_numpy(zero_copy_only=False).reshape(shape)
+    started = pc.min(table.column("started_at")).as_py()
+    finished = pc.max(table.column("finished_at")).as_py()
+    return MetricInputs(
+        scores=scores,
+        answers=codes,
+        completion_tokens=matrix(pc.fill_null(table.column("completion_tokens"), 0)),
+        reasoning_tokens=matrix(pc.fill_null(table.column("reasoning_tokens"), 0)),
+        gen_seconds=(finished - started).total_seconds() if started and finished else None,
+    )
+
+
+def _runtime(picked: pa.Table, complete: bool, duplicates: int) -> dict[str, Any]:
+    latency = picked.column("model_latency_s").drop_null().to_numpy(zero_copy_only=False)
+    verify = picked.column("verify_time_s").drop_null().to_numpy(zero_copy_only=False)
+    started = pc.min(picked.column("started_at")).as_py()
+    finished = pc.max(picked.column("finished_at")).as_py()
+    wall = (finished - started).total_seconds() if started and finished else 0.0
+    tokens = {
+        name: int(pc.sum(picked.column(col)).as_py() or 0)
+        for name, col in (("prompt", "prompt_tokens"), ("completion", "completion_tokens"),
+                          ("reasoning", "reasoning_tokens"))
+    }  # fmt: skip
+    attempts = int(pc.sum(picked.column("attempts")).as_py() or 0)
+    calls = int(pc.sum(picked.column("model_calls")).as_py() or 0)
+    return {
+        "complete": complete,
+        "rows": len(picked),
+        "duplicates_dropped": duplicates,
+        "wall_seconds": wall,
+        "requests_per_second": calls / wall if wall > 0 else None,
+        "completion_tokens_per_second": tokens["completion"] / wall if wall > 0 else None,
+        "tokens": tokens,
+        "model_calls": calls,
+        "http_attempts": attempts,
+        "retries": attempts - calls,
+        "latency_s": _quantiles(latency),
+        "verify_time_s": _quantiles(verify),
+        "error_kinds": _value_counts(picked.column("error_kind")),
+        "finish_reasons": _value_counts(picked.column("finish_reason")),
+    }
+
+
+def _quantiles(values: np.ndarray) -> dict[str, float | None]:
+    if values.size == 0:
+        return {"mean": None, "p50": None, "p90": None, "p99": None, "max": None}
+    p50, p90, p99 = np.percentile(values, [50, 90, 99])
+    return {"mean": float(values.mean()), "p50": float(p50), "p90": float(p90), "p99": float(p99),
+            "max": float(values.max())}  # fmt: skip
+
+
+def _value_counts(column: pa.ChunkedArray) -> dict[str, int]:
+    counts = pc.value_counts(pc.fill_null(column, "null")).to_pylist()
+    return {str(item["values"]): int(item["counts"]) for item in sorted(counts, key=lambda c: -c["counts"])}
+
+
+def _write_merged(sources: list[Path], picked: pa.Table, target: Path, meta: dict[str, str]) -> None:
+    """Stream the picked rows of every part into one file, one part in memory at a time."""
+    files = picked.column("_file").to_numpy()
+    rows = picked.column("_row").to_numpy()
+    schema = SCHEMA.with_metadata({k.encode(): v.encode() for k, v in meta.items()})
+    tmp = target.with_name(target.name + ".tmp")
+    with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        for file_id, path in enumerate(sources):
+            take = np.sort(rows[files == file_id])
+            if take.size == 0:
+                continue
+            table = read_part(path).take(pa.array(take))
+            writer.write_table(table.cast(schema))
+    tmp.replace(target)
+
+
+def _ranges_text(indices: list[int]) -> str:
+    return ", ".join(str(i) for i in indices[:20]) + (" ..." if len(indices) > 20 else "")
+
+
+def _report(run: dict[str, Any], summary: str | None, metrics: dict | None, runtime: dict | None) -> str:
+    lines = [f"run {run['run_id']} ({run.get('identity', {}).get('bench', '?')})"]
+    lines.append("status: complete" if summary is None else f"status: INCOMPLETE: {summary}")
+    if metrics:
+        for bench, modes in metrics.items():
+            for mode, values in modes.items():
+                shown = {k: v for k, v in values.items() if isinstance(v, (int, float)) and "_std_err" not in k}
+                lines.append(f"{bench} {mode}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items()))
+    if runtime:
+        lines.append("runtime: " + json.dumps({k: runtime[k] for k in ("rows", "wall_seconds", "retries")}))
+        lines.append(f"latency_s: {runtime['latency_s']}")
+        lines.append(f"error_kinds: {runtime['error_kinds']}  finish_reasons: {runtime['finish_reasons']}")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else str(value)

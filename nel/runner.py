@@ -1,0 +1,162 @@
+"""From a RunSpec to a finished shard: build the environment, client and solver, run.
+
+The CLI and the cluster launcher both come through here, so a shard behaves the same
+whether a person typed the command or SLURM started it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+from nel.client import ModelClient, resolve_api_key
+from nel.environments.base import EvalEnvironment
+from nel.environments.registry import resolve
+from nel.loop import EvalResult, run_evaluation
+from nel.progress import Reporter
+from nel.rundir import RunInfo, open_run
+from nel.sharding import Shard
+from nel.solvers import ChatSolver
+from nel.spec import ModelSpec, RunSpec
+
+
+class Interrupted(Exception):
+    """The shard was stopped by SIGINT/SIGTERM after writing what it had finished."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}; rerun the same command to resume")
+        self.signum = signum
+
+
+def open_spec_run(spec: RunSpec, total_shards: int, *, overwrite: bool = False) -> RunInfo:
+    """Create or check run.json for ``spec`` (the launcher calls this before submitting)."""
+    return open_run(
+        Path(spec.output_dir),
+        spec.identity(),
+        total_shards=total_shards,
+        config=spec.to_dict(),
+        overwrite=overwrite,
+    )
+
+
+def build_environment(spec: RunSpec) -> EvalEnvironment:
+    return resolve(
+        spec.bench,
+        prompt_template=spec.prompt_template,
+        system_prompt=spec.system_prompt,
+        data_dir=spec.data_dir,
+    )
+
+
+def build_client(model: ModelSpec, api_key: str | None, concurrency: int) -> ModelClient:
+    return ModelClient(
+        model.url,
+        model.model_id,
+        resolve_api_key(api_key, model.api_key_env),
+        timeout=model.timeout,
+        max_retries=model.max_retries,
+        concurrency=concurrency,
+        sampling=model.sampling(),
+    )
+
+
+async def run_spec(
+    spec: RunSpec,
+    shard: Shard,
+    *,
+    api_key: str | None = None,
+    overwrite: bool = False,
+    allow_partial: bool = False,
+    progress: Reporter | str = "auto",
+) -> EvalResult:
+    env = build_environment(spec)
+    client = build_client(spec.model, api_key, spec.concurrency)
+    try:
+        return await run_evaluation(
+            env,
+            ChatSolver(client),
+            n_repeats=spec.repeats,
+            max_problems=spec.max_problems,
+            output_dir=spec.output_dir,
+            concurrency=spec.concurrency,
+            shard=shard,
+            identity=spec.identity(),
+            config=spec.to_dict(),
+            overwrite=overwrite,
+            allow_partial=allow_partial,
+            progress=progress,
+        )
+    finally:
+        await client.aclose()
+        await env.aclose()
+
+
+def run_shard(
+    spec: RunSpec,
+    *,
+    shard_idx: int = 0,
+    total_shards: int = 1,
+    api_key: str | None = None,
+    overwrite: bool = False,
+    allow_partial: bool = False,
+    progress: Reporter | str = "auto",
+) -> EvalResult:
+    """Run one shard to completion in a fresh event loop; SIGTERM/SIGINT stop it cleanly."""
+    spec.validate()
+    shard = Shard(shard_idx, total_shards)
+    with _local_model(spec) as spec:
+        return asyncio.run(
+            _cancellable(
+                run_spec(
+                    spec,
+                    shard,
+                    api_key=api_key,
+                    overwrite=overwrite,
+                    allow_partial=allow_partial,
+                    progress=progress,
+                )
+            )
+        )
+
+
+async def _cancellable(coro: object) -> EvalResult:
+    """Run ``coro`` so that SIGTERM (SLURM preemption) and SIGINT cancel it like Ctrl-C."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    received: list[int] = []
+
+    def stop(signum: int) -> None:
+        received.append(signum)
+        task.cancel()
+
+    installed = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, stop, signum)
+            installed.append(signum)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if received:
+            raise Interrupted(received[0]) from None
+        raise
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+
+@contextlib.contextmanager
+def _local_model(spec: RunSpec) -> Iterator[RunSpec]:
+    """For ``local://`` URLs, serve the model for the duration of the run."""
+    if not spec.model.url.startswith("local://"):
+        yield spec
+        return
+    from nel.serving import start_local_server
+
+    with start_local_server(spec.model.url) as server:
+        model = dataclasses.replace(spec.model, url=server.base_url)
+        yield dataclasses.replace(spec, model=model)

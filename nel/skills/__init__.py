@@ -1,0 +1,1 @@
+"""NeMo-Skills benchmarks natively: catalog, prompt configs, data preparation."""

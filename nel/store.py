@@ -1,0 +1,163 @@
+"""Parquet trajectory store: the versioned row schema, shard part writers and readers.
+
+A shard appends rows to small part files, each written whole to ``*.tmp`` and renamed
+into place, so a reader never sees half a file and a SIGKILL loses at most the rows
+still buffered in memory. A row is *finished* when its error_kind is terminal (see
+`TERMINAL_ERROR_KINDS`); a rerun skips finished (problem_idx, repeat) pairs and redoes
+the rest. Rows that failed are kept, and superseded at reduce time by a later attempt.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from nel.errors import StoreError
+
+SCHEMA_VERSION = 1
+TERMINAL_ERROR_KINDS = frozenset({"none", "context_length"})
+"""Outcomes that are final for a row: success, or a prompt the model cannot take."""
+
+SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("benchmark", pa.string()),
+        ("shard_idx", pa.int32()),
+        ("total_shards", pa.int32()),
+        ("problem_idx", pa.int64()),
+        ("repeat", pa.int32()),
+        ("subset", pa.string()),
+        ("messages", pa.string()),
+        ("expected_answer", pa.string()),
+        ("response", pa.string()),
+        ("reasoning_content", pa.string()),
+        ("extracted_answer", pa.string()),
+        ("reward", pa.float64()),
+        ("correct", pa.bool_()),
+        ("scores", pa.map_(pa.string(), pa.float64())),
+        ("details", pa.string()),
+        ("finish_reason", pa.string()),
+        ("prompt_tokens", pa.int64()),
+        ("completion_tokens", pa.int64()),
+        ("reasoning_tokens", pa.int64()),
+        ("model_calls", pa.int32()),
+        ("attempts", pa.int32()),
+        ("model_latency_s", pa.float64()),
+        ("attempt_latencies_s", pa.list_(pa.float64())),
+        ("verify_time_s", pa.float64()),
+        ("error_kind", pa.string()),
+        ("error", pa.string()),
+        ("started_at", pa.timestamp("us", tz="UTC")),
+        ("finished_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+COLUMNS = tuple(SCHEMA.names)
+
+
+def schema_with_metadata(metadata: dict[str, str]) -> pa.Schema:
+    """The row schema plus file-level facts the reducer needs (metrics type, score names)."""
+    meta = {"nel.schema_version": str(SCHEMA_VERSION), **metadata}
+    return SCHEMA.with_metadata({k.encode(): v.encode() for k, v in meta.items()})
+
+
+def part_files(shard_dir: Path) -> list[Path]:
+    return sorted(shard_dir.glob("part-*.parquet"))
+
+
+class ShardWriter:
+    """Buffers rows column-wise and writes them as atomic Parquet part files.
+
+    ``flush_rows``/``flush_seconds`` bound how much a crash can lose. Writing happens in
+    `flush`, which the caller may run in a worker thread; appends and flushes are safe to
+    interleave because a flush swaps the buffer out under a lock first.
+    """
+
+    def __init__(
+        self,
+        shard_dir: Path,
+        *,
+        metadata: dict[str, str] | None = None,
+        flush_rows: int = 500,
+        flush_seconds: float = 10.0,
+    ) -> None:
+        self.shard_dir = shard_dir
+        self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
+        self.schema = schema_with_metadata(metadata or {})
+        self._token = secrets.token_hex(4)
+        self._seq = 0
+        self._lock = threading.Lock()
+        self._buffer: dict[str, list[Any]] = {name: [] for name in COLUMNS}
+        self._buffered = 0
+        self.rows_written = 0
+        shard_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def buffered(self) -> int:
+        return self._buffered
+
+    def append(self, row: dict[str, Any]) -> None:
+        with self._lock:
+            for name, column in self._buffer.items():
+                column.append(row.get(name))
+            self._buffered += 1
+
+    def flush(self) -> Path | None:
+        """Write everything buffered as one part file; return its path (None if empty)."""
+        with self._lock:
+            if not self._buffered:
+                return None
+            buffer, count = self._buffer, self._buffered
+            self._buffer = {name: [] for name in COLUMNS}
+            self._buffered = 0
+            self._seq += 1
+            final = self.shard_dir / f"part-{self._seq:06d}-{self._token}.parquet"
+        table = pa.Table.from_pydict(buffer, schema=self.schema)
+        _write_atomic(table, final)
+        self.rows_written += count
+        return final
+
+
+def _write_atomic(table: pa.Table, final: Path) -> None:
+    tmp = final.with_name(final.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        pq.write_table(table, handle, compression="zstd")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, final)
+
+
+def read_part(path: Path, columns: Iterable[str] | None = None) -> pa.Table:
+    """Read one part file, turning any corruption into a StoreError naming the file."""
+    try:
+        return pq.read_table(path, columns=list(columns) if columns is not None else None)
+    except (pa.ArrowException, OSError) as exc:
+        raise StoreError(
+            f"cannot read part file {path}: {exc}. Move it aside (its rows will be redone) "
+            "or delete it, then rerun"
+        ) from exc
+
+
+def finished_keys(shard_dir: Path) -> set[tuple[int, int]]:
+    """(problem_idx, repeat) pairs that already have a terminal row in this shard.
+
+    Also removes ``*.tmp`` leftovers of writes that a crash interrupted: they were never
+    renamed into place, so no reader counted them.
+    """
+    for leftover in shard_dir.glob("*.tmp"):
+        leftover.unlink(missing_ok=True)
+    done: set[tuple[int, int]] = set()
+    for path in part_files(shard_dir):
+        table = read_part(path, ["problem_idx", "repeat", "error_kind"])
+        idx = table.column("problem_idx").to_pylist()
+        rep = table.column("repeat").to_pylist()
+        kinds = table.column("error_kind").to_pylist()
+        done.update((i, r) for i, r, k in zip(idx, rep, kinds) if k in TERMINAL_ERROR_KINDS)
+    return done
