@@ -1,0 +1,48 @@
+"""Shared fixtures: real local model servers, the shared benchmark sources over loopback."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SOURCES = Path(__file__).resolve().parents[2] / "shared" / "data" / "sources"
+
+
+@pytest.fixture(scope="session")
+def sources_dir() -> Path:
+    if not (SOURCES / "gsm8k" / "test.jsonl").exists():
+        pytest.skip(f"benchmark sources not found at {SOURCES} (../shared/data/sources beside the repo)")
+    return SOURCES
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture(scope="session")
+def sources_mirror(sources_dir: Path) -> Iterator[str]:
+    """The upstream benchmark files served over real HTTP on 127.0.0.1."""
+    handler = functools.partial(_QuietHandler, directory=str(sources_dir))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="session")
+def gsm8k_data_dir(tmp_path_factory: pytest.TempPathFactory, sources_mirror: str) -> Path:
+    """A data dir with gsm8k prepared through the real download path."""
+    from nel.skills.catalog import get_benchmark
+    from nel.skills.prepare import prepare
+
+    data_dir = tmp_path_factory.mktemp("data")
+    prepare(get_benchmark("gsm8k"), data_dir, mirror=sources_mirror, show_progress=False)
+    return data_dir
