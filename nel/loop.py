@@ -1,6 +1,6 @@
 """The eval loop: seed → solve → verify for every (problem, repeat) of one shard.
 
-Tasks are streamed through a bounded queue to ``concurrency`` workers, so memory stays
+Workers pull tasks one at a time from a lazy source, so memory stays
 O(concurrency) however many problems a shard has, and each problem is seeded once for
 all of its repeats. Rows go to the shard's Parquet writer as they finish; a cancel
 (Ctrl-C, SIGTERM) flushes what finished before it propagates.
@@ -9,6 +9,7 @@ all of its repeats. Rows go to the shard's Parquet writer as they finish; a canc
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import datetime as dt
 import json
@@ -172,12 +173,14 @@ class _ShardRun:
         reporter: Reporter,
         save_progress: Callable[..., None],
     ) -> None:
-        queue: asyncio.Queue[Task | None] = asyncio.Queue(maxsize=self.concurrency)
-        workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.concurrency)]
+        source = _TaskSource(self.env, problems, skip, self.n_repeats)
+        workers = [asyncio.create_task(self._worker(source)) for _ in range(self.concurrency)]
         ticker = asyncio.create_task(self._tick(reporter, save_progress))
         try:
-            await self._produce(problems, skip, queue, workers)
-            await asyncio.gather(*workers)
+            # A worker that raises (a bug, a full disk) stops the shard at once.
+            done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
         finally:
             for task in (*workers, ticker):
                 task.cancel()
@@ -185,25 +188,8 @@ class _ShardRun:
             if self._flushing is not None:
                 await asyncio.gather(self._flushing, return_exceptions=True)
 
-    async def _produce(
-        self,
-        problems: range,
-        skip: set[tuple[int, int]],
-        queue: asyncio.Queue[Task | None],
-        workers: list[asyncio.Task[None]],
-    ) -> None:
-        for idx in problems:
-            repeats = [r for r in range(self.n_repeats) if (idx, r) not in skip]
-            if not repeats:
-                continue
-            seed = await self.env.seed(idx)
-            for repeat in repeats:
-                await _put(queue, Task(idx, repeat, seed), workers)
-        for _ in workers:
-            await _put(queue, None, workers)
-
-    async def _worker(self, queue: asyncio.Queue[Task | None]) -> None:
-        while (task := await queue.get()) is not None:
+    async def _worker(self, source: _TaskSource) -> None:
+        while (task := await source.next()) is not None:
             row = await self._execute(task)
             self.writer.append(row)
             if row["error_kind"] in TERMINAL_ERROR_KINDS:
@@ -233,7 +219,7 @@ class _ShardRun:
 
     async def _execute(self, task: Task) -> dict[str, Any]:
         seed = task.seed
-        started = _now()
+        started = time.time()
         row: dict[str, Any] = {
             **self.constant,
             "problem_idx": task.problem_idx,
@@ -254,7 +240,7 @@ class _ShardRun:
         else:
             row.update(_solved_fields(solved))
             row.update(await self._verify(solved.response, seed))
-        row["finished_at"] = _now()
+        row["finished_at"] = time.time()
         return row
 
     async def _verify(self, response: str, seed: SeedResult) -> dict[str, Any]:
@@ -270,16 +256,34 @@ class _ShardRun:
         return {**_verdict_fields(verdict, self.env.score_names), "verify_time_s": time.perf_counter() - t0}
 
 
-async def _put(queue: asyncio.Queue[Task | None], item: Task | None, workers: list[asyncio.Task[None]]) -> None:
-    """Put, but fail fast if every worker has died (otherwise the producer waits forever)."""
-    while True:
-        try:
-            await asyncio.wait_for(queue.put(item), timeout=1.0)
-            return
-        except asyncio.TimeoutError:
-            for worker in workers:
-                if worker.done() and not worker.cancelled() and worker.exception() is not None:
-                    raise worker.exception()  # type: ignore[misc]
+class _TaskSource:
+    """Hands workers the next (problem, repeat), seeding each problem once, on demand.
+
+    Workers pull instead of a producer pushing through a queue: no handoff per row, and
+    beyond the tasks in flight at most one problem's repeats are held.
+    """
+
+    def __init__(self, env: EvalEnvironment, problems: range, skip: set[tuple[int, int]], n_repeats: int) -> None:
+        self.env = env
+        self.skip = skip
+        self.n_repeats = n_repeats
+        self._problems = iter(problems)
+        self._pending: collections.deque[Task] = collections.deque()
+        self._lock = asyncio.Lock()
+
+    async def next(self) -> Task | None:
+        while not self._pending:
+            async with self._lock:  # one seeder at a time; the others wait for its tasks
+                if self._pending:
+                    break
+                idx = next(self._problems, None)
+                if idx is None:
+                    return None
+                repeats = [r for r in range(self.n_repeats) if (idx, r) not in self.skip]
+                if repeats:
+                    seed = await self.env.seed(idx)
+                    self._pending.extend(Task(idx, r, seed) for r in repeats)
+        return self._pending.popleft()
 
 
 def _solved_fields(solved: SolveResult) -> dict[str, Any]:
@@ -346,18 +350,17 @@ def _counts(c: Counters) -> dict[str, int]:
 
 
 def _sum(values: Any) -> int | None:
-    present = [v for v in values if v is not None]
-    return sum(present) if present else None
+    total = None
+    for value in values:
+        if value is not None:
+            total = value if total is None else total + value
+    return total
 
 
 def _as_text(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return json.dumps(value, ensure_ascii=False, default=str)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def _default_output_dir(env: EvalEnvironment) -> Path:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from nel.errors import StoreError
@@ -59,6 +60,7 @@ SCHEMA = pa.schema(
     ]
 )
 COLUMNS = tuple(SCHEMA.names)
+_TIME_COLUMNS = ("started_at", "finished_at")
 
 
 def schema_with_metadata(metadata: dict[str, str]) -> pa.Schema:
@@ -104,6 +106,7 @@ class ShardWriter:
         return self._buffered
 
     def append(self, row: dict[str, Any]) -> None:
+        """Buffer one row; ``started_at``/``finished_at`` are epoch seconds (floats)."""
         with self._lock:
             for name, column in self._buffer.items():
                 column.append(row.get(name))
@@ -119,10 +122,18 @@ class ShardWriter:
             self._buffered = 0
             self._seq += 1
             final = self.shard_dir / f"part-{self._seq:06d}-{self._token}.parquet"
+        for name in _TIME_COLUMNS:  # epoch seconds in the hot path, timestamps on disk
+            buffer[name] = _timestamps(buffer[name])
         table = pa.Table.from_pydict(buffer, schema=self.schema)
         _write_atomic(table, final)
         self.rows_written += count
         return final
+
+
+def _timestamps(seconds: list[float | None]) -> pa.Array:
+    micros = pa.array(seconds, pa.float64())
+    micros = pc.cast(pc.multiply(micros, 1e6), pa.int64(), safe=False)
+    return micros.cast(pa.timestamp("us", tz="UTC"))
 
 
 def _write_atomic(table: pa.Table, final: Path) -> None:
