@@ -72,6 +72,8 @@ async def run_spec(
     overwrite: bool = False,
     allow_partial: bool = False,
     progress: Reporter | str = "auto",
+    flush_rows: int = 500,
+    flush_seconds: float = 10.0,
 ) -> EvalResult:
     env = build_environment(spec)
     client = build_client(spec.model, api_key, spec.concurrency)
@@ -89,6 +91,8 @@ async def run_spec(
             overwrite=overwrite,
             allow_partial=allow_partial,
             progress=progress,
+            flush_rows=flush_rows,
+            flush_seconds=flush_seconds,
         )
     finally:
         await client.aclose()
@@ -104,6 +108,8 @@ def run_shard(
     overwrite: bool = False,
     allow_partial: bool = False,
     progress: Reporter | str = "auto",
+    flush_rows: int = 500,
+    flush_seconds: float = 10.0,
 ) -> EvalResult:
     """Run one shard to completion in a fresh event loop; SIGTERM/SIGINT stop it cleanly."""
     spec.validate()
@@ -118,6 +124,8 @@ def run_shard(
                     overwrite=overwrite,
                     allow_partial=allow_partial,
                     progress=progress,
+                    flush_rows=flush_rows,
+                    flush_seconds=flush_seconds,
                 )
             )
         )

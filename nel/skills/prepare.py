@@ -33,14 +33,14 @@ def prepare(bench: Benchmark, data_dir: Path, *, mirror: str | None = None, show
     target = split_path(data_dir, bench.name, bench.eval_split)
     with tempfile.TemporaryDirectory(prefix=f"nel-prepare-{bench.name}-") as tmp:
         downloaded = [
-            _download(source_url(s), Path(tmp) / f"source-{i}", show_progress) for i, s in enumerate(bench.sources)
+            _download(source_url(s, mirror), Path(tmp) / f"source-{i}", show_progress) for i, s in enumerate(bench.sources)
         ]
         try:
             rows = list(bench.convert(downloaded))
         except DataError:
             raise
         except (KeyError, ValueError, TypeError) as exc:
-            raise DataError(f"cannot convert {bench.name} from {source_url(bench.sources[0])}: {exc!r}") from exc
+            raise DataError(f"cannot convert {bench.name} from {source_url(bench.sources[0], mirror)}: {exc!r}") from exc
         _check(bench, rows)
         staged = Path(tmp) / "staged.jsonl"
         write_jsonl_atomic(staged, rows)
