@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -550,6 +551,37 @@ def test_parallel_runs_are_independent() -> None:
 
     results = asyncio.run(main())
     assert [r.stdout.split() for r in results] == [[str(i), "2"] for i in range(6)]
+
+
+@needs_uid_drop
+def test_cancelled_run_leaves_nothing_behind() -> None:
+    async def main() -> None:
+        task = asyncio.create_task(run_code("import os, time\nos.fork()\ntime.sleep(60)", timeout=60))
+        await asyncio.sleep(1.0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    before = {p.name for p in Path(tempfile.gettempdir()).glob("nel-sandbox-*")}
+    asyncio.run(main())
+    time.sleep(0.5)
+    left = [
+        pid
+        for pid in os.listdir("/proc")
+        if pid.isdigit() and _uid_of(pid) is not None and 200_000 <= _uid_of(pid) < 300_000  # type: ignore[operator]
+    ]
+    assert left == []
+    assert {p.name for p in Path(tempfile.gettempdir()).glob("nel-sandbox-*")} <= before
+
+
+def _uid_of(pid: str) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
 
 
 # --------------------------------------------------------------------------- NeMo-Skills sandbox API

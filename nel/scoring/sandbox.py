@@ -496,8 +496,8 @@ async def run_code(
 ) -> ExecutionResult:
     """Run ``code`` in a fresh, isolated subprocess and report how it went.
 
-    ``timeout`` is wall-clock seconds; ``cpu_time_s`` (default ``ceil(timeout) + 1``) caps CPU
-    time. ``memory_mb`` is the address-space limit of each process (so with ``max_processes``
+    ``timeout`` is wall-clock seconds; ``cpu_time_s`` (default ``int(timeout) + 2``) caps CPU
+    time (SIGXCPU, reported as ``timeout``). ``memory_mb`` is the address-space limit of each process (so with ``max_processes``
     processes the total is bounded by their product). ``files`` are written next to the
     program in its directory. ``hide_paths`` (namespaces mode) replaces the default hidden
     directories. ``isolate=False`` skips the namespaces even where available (plain mode).
@@ -523,6 +523,8 @@ async def run_code(
     status_r, status_w = os.pipe()
     start = time.monotonic()
     proc: asyncio.subprocess.Process | None = None
+    readers: asyncio.Future[Any] | None = None
+    feeder: asyncio.Future[None] | None = None
     timed_out = False
     try:
         _write_files(workdir, {filename: code, **(files or {})})
@@ -629,9 +631,12 @@ async def run_code(
             network_isolated=use_ns,
             isolation=isolation,
         )
-    finally:
+    finally:  # also on cancellation: nothing of the run may outlive it
         if proc is not None and proc.returncode is None:
             _kill_group(proc.pid)
+        for task in (readers, feeder):
+            if task is not None and not task.done():
+                task.cancel()
         for fd in (status_r, status_w):
             if fd >= 0:
                 with contextlib.suppress(OSError):
