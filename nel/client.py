@@ -12,7 +12,6 @@ is no empty response after the last retry.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import email.utils
 import json
 import os
@@ -125,11 +124,14 @@ class ModelClient:
         attempt_latencies: list[float] = []
         while True:
             t0 = time.perf_counter()
-            failure = await self._attempt(session, payload)
+            outcome = await self._attempt(session, payload)
             attempt_latencies.append(time.perf_counter() - t0)
-            if isinstance(failure, Completion):
-                return _with_timing(failure, started, attempt_latencies)
-            kind, message, status, retry_after = failure
+            if isinstance(outcome, bytes):
+                try:
+                    return _parse_completion(outcome, started, attempt_latencies)
+                except (ValueError, KeyError, IndexError, TypeError) as exc:
+                    outcome = ("bad_response", f"malformed reply ({exc}): {_snippet(outcome)}", 200, None)
+            kind, message, status, retry_after = outcome
             attempts = len(attempt_latencies)
             if kind not in RETRYABLE_KINDS or attempts > self.max_retries:
                 raise ModelCallError(
@@ -151,8 +153,8 @@ class ModelClient:
 
     async def _attempt(
         self, session: aiohttp.ClientSession, payload: bytes
-    ) -> Completion | tuple[str, str, int | None, float | None]:
-        """One HTTP attempt: a Completion, or (error_kind, message, status, retry_after)."""
+    ) -> bytes | tuple[str, str, int | None, float | None]:
+        """One HTTP attempt: the 200 body, or (error_kind, message, status, retry_after)."""
         try:
             async with session.post(self._url, data=payload) as resp:
                 raw = await resp.read()
@@ -166,10 +168,7 @@ class ModelClient:
             return ("connection", f"connection failed: {exc or type(exc).__name__}", None, None)
         if status != 200:
             return (*_classify_status(status, raw), status, retry_after)
-        try:
-            return _parse_completion(raw)
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            return ("bad_response", f"malformed reply ({exc}): {_snippet(raw)}", status, None)
+        return raw
 
 
 def _classify_status(status: int, raw: bytes) -> tuple[str, str]:
@@ -186,7 +185,7 @@ def _classify_status(status: int, raw: bytes) -> tuple[str, str]:
     return "client_error", message
 
 
-def _parse_completion(raw: bytes) -> Completion:
+def _parse_completion(raw: bytes, started: float, attempt_latencies: list[float]) -> Completion:
     data = json.loads(raw)
     choice = data["choices"][0]
     message = choice["message"]
@@ -202,12 +201,6 @@ def _parse_completion(raw: bytes) -> Completion:
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"),
         reasoning_tokens=details.get("reasoning_tokens"),
-    )
-
-
-def _with_timing(done: Completion, started: float, attempt_latencies: list[float]) -> Completion:
-    return dataclasses.replace(
-        done,
         latency_s=time.perf_counter() - started,
         attempt_latencies_s=tuple(attempt_latencies),
         attempts=len(attempt_latencies),
