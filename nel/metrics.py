@@ -12,7 +12,9 @@ per score (docs/metrics.md says how each is computed).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -155,3 +157,88 @@ def _add_statistics(out: dict[str, dict[str, object]], data: MetricInputs) -> No
                 "avg_sample_std_dev": float(np.std(head, axis=1, ddof=1).mean()),
                 "std_err_across_runs": std_runs / math.sqrt(k),
             }
+
+
+# ------------------------------------------------------------------ per-METRICS_TYPE extras
+# Most NeMo-Skills metrics types aggregate plain per-score pass@k, which compute_metrics does.
+# A few derive more (or fewer) keys; their hook takes the inputs and compute_metrics' output
+# and returns the final metrics. The reducer picks the hook by the ``nel.metrics_type`` the
+# environment wrote into every Parquet part.
+
+MetricsHook = Callable[[MetricInputs, dict[str, dict[str, object]]], dict[str, dict[str, object]]]
+
+
+def compute_metrics_for(metrics_type: str | None, data: MetricInputs) -> dict[str, dict[str, object]]:
+    """``compute_metrics`` plus the extras of ``metrics_type`` (see ``EXTRA_METRICS``)."""
+    out = compute_metrics(data)
+    hook = EXTRA_METRICS.get(metrics_type or "")
+    return hook(data, out) if hook is not None and out else out
+
+
+def _drop_no_answer(out: dict[str, dict[str, object]]) -> None:
+    for bucket in out.values():
+        bucket.pop("no_answer", None)
+
+
+def _simpleqa_extras(data: MetricInputs, out: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
+    """NeMo-Skills' SimpleQA: ``accuracy_given_attempted`` and ``f1`` from each bucket's
+    correct/incorrect percentages; it computes no ``no_answer``."""
+    _drop_no_answer(out)
+    for bucket in out.values():
+        correct = float(bucket.get("correct", 0.0)) / 100  # type: ignore[arg-type]
+        incorrect = float(bucket.get("incorrect", 0.0)) / 100  # type: ignore[arg-type]
+        attempted = correct + incorrect
+        given = correct / attempted if attempted > 0 else 0.0
+        f1 = 2 * given * correct / (given + correct) if given + correct > 0 else 0.0
+        bucket["accuracy_given_attempted"] = 100.0 * given
+        bucket["f1"] = 100.0 * f1
+    return out
+
+
+def _hle_extras(data: MetricInputs, out: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
+    """NeMo-Skills' HLE metrics are MathMetrics with ``compute_no_answer=False``."""
+    _drop_no_answer(out)
+    return out
+
+
+def _if_metrics(data: MetricInputs, out: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
+    """NeMo-Skills' ``if`` metrics (prompt/instruction, strict/loose accuracies).
+
+    Rows carry counts (``prompt_*`` 0/1, ``instruction_*`` followed instructions,
+    ``num_instructions``); they are turned back into per-sample results and aggregated by
+    ``nel.scoring.instruction_following.if_aggregate``, the one implementation of that
+    arithmetic in nel. The generic per-count pass@k is dropped: it means nothing here.
+    """
+    from nel.scoring.instruction_following import if_aggregate
+
+    s = data.scores
+    problems, n = data.answers.shape
+    per_problem = s["num_instructions"].max(axis=1).astype(int)
+    rows = []
+    for p in range(problems):
+        samples = []
+        for r in range(n):
+            total = int(per_problem[p])
+            sample: dict[str, Any] = {
+                "instruction_id_list": [""] * total,
+                "num_generated_tokens": int(data.completion_tokens[p, r]),
+                "num_reasoning_tokens": int(data.reasoning_tokens[p, r]),
+            }
+            for mode in ("strict", "loose"):
+                followed = int(s[f"instruction_{mode}"][p, r])
+                sample[f"{mode}_eval"] = {
+                    "follow_all_instructions": bool(s[f"prompt_{mode}"][p, r]),
+                    "follow_instruction_list": [True] * followed + [False] * (total - followed),
+                }
+            samples.append(sample)
+        rows.append(samples)
+    if data.gen_seconds is not None and rows:
+        rows[0][0].update(generation_start_time=0.0, generation_end_time=float(data.gen_seconds))
+    return if_aggregate(rows)
+
+
+EXTRA_METRICS: dict[str, MetricsHook] = {
+    "simpleqa": _simpleqa_extras,
+    "hle": _hle_extras,
+    "if": _if_metrics,
+}

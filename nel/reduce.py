@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from nel.errors import IncompleteRunError, StoreError
-from nel.metrics import MetricInputs, compute_metrics
+from nel.metrics import MetricInputs, compute_metrics_for
 from nel.rundir import read_progress, read_run, shard_dir, write_json_atomic
 from nel.store import SCHEMA, TERMINAL_ERROR_KINDS, part_files, read_part
 
@@ -196,7 +196,10 @@ def _metrics(picked: pa.Table, benchmark: str, meta: dict[str, str], repeats: in
     subsets = [s for s in pc.unique(picked.column("subset")).to_pylist() if s is not None]
     for subset in sorted(subsets):
         groups[f"{benchmark}-{subset}"] = picked.filter(pc.equal(picked.column("subset"), subset))
-    return {name: compute_metrics(_inputs(table, score_names, repeats)) for name, table in groups.items()}
+    metrics_type = meta.get("nel.metrics_type")
+    return {
+        name: compute_metrics_for(metrics_type, _inputs(table, score_names, repeats)) for name, table in groups.items()
+    }
 
 
 def _inputs(table: pa.Table, score_names: list[str], repeats: int) -> MetricInputs:
