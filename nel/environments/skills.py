@@ -66,7 +66,9 @@ class SkillsEnvironment(EvalEnvironment):
         self.auto_prepare = auto_prepare
         self.mirror = mirror
         self.show_progress = show_progress
-        self.scorer: RowScorer = self.backend.make_scorer(judge=judge, workers=scoring_workers, executor=executor)
+        self.scorer: RowScorer = self.backend.make_scorer(
+            judge=judge, workers=scoring_workers, executor=executor
+        )
         self._rows: list[dict[str, Any]] | None = None
 
     @property
@@ -108,7 +110,9 @@ class SkillsEnvironment(EvalEnvironment):
     async def verify(self, response: str, expected: Any, **metadata: Any) -> VerifyResult:
         idx = metadata.get(_ROW_KEY)
         if not isinstance(idx, int):
-            raise DataError(f"skills://{self.name}: verify needs the seed's metadata ({_ROW_KEY!r} is missing)")
+            raise DataError(
+                f"skills://{self.name}: verify needs the seed's metadata ({_ROW_KEY!r} is missing)"
+            )
         return await self.scorer.score(response, self.rows()[idx], where=self._where(idx))
 
     def describe(self) -> dict[str, str]:

@@ -35,7 +35,9 @@ class SkillsBackend(Protocol):
     prompt_config: str | None
     required_fields: tuple[str, ...]
     num_problems: int | None
-    needs_judge: bool
+
+    @property
+    def needs_judge(self) -> bool: ...
 
     def unsupported_reason(self) -> str | None:
         """Why this backend cannot run the benchmark here (None: it can)."""

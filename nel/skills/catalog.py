@@ -19,6 +19,7 @@ from nel.errors import UnknownBenchmarkError
 from nel.skills import converters as cv
 
 Row = dict[str, Any]
+Converter = Callable[[list[Path]], Iterable[Row]]
 
 # The per-row score names of each METRICS_TYPE: NeMo-Skills' metrics keys, so metrics.json
 # reads like ``ns summarize_results``. ``if`` rows carry raw counts; nel.metrics turns them
@@ -60,7 +61,7 @@ class Benchmark:
     num_problems: int | None = None
     required_fields: tuple[str, ...] = ()
     sources: tuple[Source, ...] = ()
-    convert: Callable[[list[Path]], Iterable[Row]] | None = None
+    convert: Converter | None = None
     extract_regex: str | None = None
     judge_prompt_config: str | None = None
     not_runnable: str | None = None
@@ -84,53 +85,40 @@ def _hf_parquet(repo: str, config: str, split: str) -> str:
     return f"{_HF}/{repo}/resolve/refs%2Fconvert%2Fparquet/{config}/{split}/0000.parquet"
 
 
-_MATH = {"metrics_type": "math", "prompt_config": "generic/math", "required_fields": ("problem", "expected_answer")}
-_MCQ = {"metrics_type": "multichoice", "required_fields": ("problem", "expected_answer")}
+def _math(name: str, title: str, count: int, source: Source, convert: Converter) -> Benchmark:
+    """NeMo-Skills' math benchmarks: generic/math prompt, METRICS_TYPE math, test split."""
+    return Benchmark(name=name, title=title, metrics_type="math", prompt_config="generic/math", num_problems=count,
+                     required_fields=("problem", "expected_answer"), sources=(source,), convert=convert)  # fmt: skip
+
+
+def _mcq(
+    name: str, title: str, prompt: str, split: str, count: int, source: Source, convert: Converter
+) -> Benchmark:
+    return Benchmark(name=name, title=title, metrics_type="multichoice", prompt_config=prompt, eval_split=split,
+                     num_problems=count, required_fields=("problem", "expected_answer"), sources=(source,),
+                     convert=convert)  # fmt: skip
+
 
 _ENTRIES: tuple[Benchmark, ...] = (
-    Benchmark(
-        name="aime24", title="AIME 2024", num_problems=30, **_MATH,
-        sources=(Source(f"{_NS_DATA}/aime24/test.txt", "aime24/test.jsonl"),), convert=cv.copy_rows,
-    ),
-    Benchmark(
-        name="aime25", title="AIME 2025", num_problems=30, **_MATH,
-        sources=(Source(f"{_NS_DATA}/aime25/test.txt", "aime25/test.jsonl"),), convert=cv.copy_rows,
-    ),
-    Benchmark(
-        name="hmmt_feb25", title="HMMT February 2025", num_problems=30, **_MATH,
-        sources=(Source(_hf_parquet("MathArena/hmmt_feb_2025", "default", "train"), "hmmt_feb25/train.parquet"),),
-        convert=cv.hmmt_rows,
-    ),
-    Benchmark(
-        name="gsm8k", title="GSM8K", num_problems=1319, **_MATH,
-        sources=(Source(f"{_RAW}/openai/grade-school-math/master/grade_school_math/data/test.jsonl",
-                        "gsm8k/test.jsonl"),),
-        convert=cv.gsm8k_rows,
-    ),
-    Benchmark(
-        name="math-500", title="MATH-500", num_problems=500, **_MATH,
-        sources=(Source("https://github.com/openai/prm800k/raw/main/prm800k/math_splits/test.jsonl",
-                        "math-500/test.jsonl"),),
-        convert=cv.math500_rows,
-    ),
-    Benchmark(
-        name="gpqa", title="GPQA Diamond", prompt_config="eval/aai/mcq-4choices", eval_split="diamond",
-        num_problems=198, **_MCQ,
-        sources=(Source(f"{_HF}/Idavidrein/gpqa/resolve/main/gpqa_diamond.csv", "gpqa/gpqa_diamond.csv",
-                        gated=True),),
-        convert=cv.gpqa_rows,
-    ),
-    Benchmark(
-        name="mmlu", title="MMLU", prompt_config="eval/aai/mcq-4choices-boxed", num_problems=14042, **_MCQ,
-        sources=(Source("https://people.eecs.berkeley.edu/~hendrycks/data.tar", "mmlu/data.tar"),),
-        convert=cv.mmlu_rows,
-    ),
-    Benchmark(
-        name="mmlu-pro", title="MMLU-Pro", prompt_config="eval/aai/mcq-10choices", num_problems=12032, **_MCQ,
-        sources=(Source(f"{_HF}/TIGER-Lab/MMLU-Pro/resolve/main/data/test-00000-of-00001.parquet",
-                        "mmlu-pro/test.parquet"),),
-        convert=cv.mmlu_pro_rows,
-    ),
+    _math("aime24", "AIME 2024", 30, Source(f"{_NS_DATA}/aime24/test.txt", "aime24/test.jsonl"), cv.copy_rows),
+    _math("aime25", "AIME 2025", 30, Source(f"{_NS_DATA}/aime25/test.txt", "aime25/test.jsonl"), cv.copy_rows),
+    _math("hmmt_feb25", "HMMT February 2025", 30,
+          Source(_hf_parquet("MathArena/hmmt_feb_2025", "default", "train"), "hmmt_feb25/train.parquet"),
+          cv.hmmt_rows),
+    _math("gsm8k", "GSM8K", 1319,
+          Source(f"{_RAW}/openai/grade-school-math/master/grade_school_math/data/test.jsonl", "gsm8k/test.jsonl"),
+          cv.gsm8k_rows),
+    _math("math-500", "MATH-500", 500,
+          Source("https://github.com/openai/prm800k/raw/main/prm800k/math_splits/test.jsonl", "math-500/test.jsonl"),
+          cv.math500_rows),
+    _mcq("gpqa", "GPQA Diamond", "eval/aai/mcq-4choices", "diamond", 198,
+         Source(f"{_HF}/Idavidrein/gpqa/resolve/main/gpqa_diamond.csv", "gpqa/gpqa_diamond.csv", gated=True),
+         cv.gpqa_rows),
+    _mcq("mmlu", "MMLU", "eval/aai/mcq-4choices-boxed", "test", 14042,
+         Source("https://people.eecs.berkeley.edu/~hendrycks/data.tar", "mmlu/data.tar"), cv.mmlu_rows),
+    _mcq("mmlu-pro", "MMLU-Pro", "eval/aai/mcq-10choices", "test", 12032,
+         Source(f"{_HF}/TIGER-Lab/MMLU-Pro/resolve/main/data/test-00000-of-00001.parquet", "mmlu-pro/test.parquet"),
+         cv.mmlu_pro_rows),
     Benchmark(
         name="hle", title="Humanity's Last Exam (text)", metrics_type="hle", prompt_config="generic/hle",
         eval_split="text", required_fields=("problem", "expected_answer"), judge_prompt_config="judge/hle",

@@ -167,14 +167,17 @@ _MMLU_CATEGORIES = {
 MMLU_SUBJECT_CATEGORY = {s: cat for cat, subjects in _MMLU_CATEGORIES.items() for s in subjects.split()}
 
 
+def _open_tar(path: Path) -> tarfile.TarFile:
+    try:
+        return tarfile.open(path, "r")
+    except (tarfile.TarError, OSError) as exc:
+        raise DataError(f"{path}: not a readable tar archive ({exc})") from exc
+
+
 def mmlu_rows(paths: list[Path], split: str = "test") -> Iterator[Row]:
     """Hendrycks' ``data.tar``: one headerless CSV per subject under ``data/<split>/``, in tar order."""
     columns = ("question", "A", "B", "C", "D", "expected_answer")
-    try:
-        tar = tarfile.open(paths[0], "r")
-    except (tarfile.TarError, OSError) as exc:
-        raise DataError(f"{paths[0]}: not a readable tar archive ({exc})") from exc
-    with tar:
+    with _open_tar(paths[0]) as tar:
         for member in tar.getmembers():
             if not (member.name.startswith(f"data/{split}/") and member.name.endswith(".csv")):
                 continue

@@ -25,6 +25,7 @@ from nel.types import Completion, VerifyResult
 Verdict = Callable[[str, str], VerifyResult]
 """(judge reply, response) -> the row's VerifyResult."""
 
+
 def hle_verdict(judgement: str, response: str) -> VerifyResult:
     """HLE: ``judge_correct`` when the text after the last ``Judgement:`` starts with "yes".
 
@@ -62,7 +63,9 @@ async def ask_judge(client: ModelClient, prompt: str, *, where: str) -> Completi
         ) from exc
 
 
-def judge_details(client: ModelClient, prompt_config: str, prompt: str, completion: Completion) -> dict[str, Any]:
+def judge_details(
+    client: ModelClient, prompt_config: str, prompt: str, completion: Completion
+) -> dict[str, Any]:
     """What the row's scoring details record about the judge call."""
     return {
         "judge_model": client.model,

@@ -46,7 +46,9 @@ def _describe(name: str, data_dir: Path, choice: str) -> ListedBenchmark:
     try:
         served = select_backend(name, choice)
     except NelError as exc:
-        return ListedBenchmark(name, title, bench.metrics_type if bench else "?", "?", choice, False, str(exc))
+        return ListedBenchmark(
+            name, title, bench.metrics_type if bench else "?", "?", choice, False, str(exc)
+        )
     path = split_path(data_dir, name, served.eval_split)
     prepared = path.exists()
     if prepared:
@@ -55,5 +57,7 @@ def _describe(name: str, data_dir: Path, choice: str) -> ListedBenchmark:
     else:
         count = bench.num_problems if bench else served.num_problems
         problems = str(count) if count else "?"
-    status = served.unsupported_reason() or ("runnable (LLM judge: --judge-url)" if served.needs_judge else "runnable")
+    status = served.unsupported_reason() or (
+        "runnable (LLM judge: --judge-url)" if served.needs_judge else "runnable"
+    )
     return ListedBenchmark(name, title, served.metrics_type or "-", problems, served.kind, prepared, status)

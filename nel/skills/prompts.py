@@ -29,11 +29,9 @@ class PromptConfig:
 
 
 PROMPT_CONFIGS: dict[str, PromptConfig] = {
-    "generic/default": PromptConfig(
-        user='{question}'
-    ),
+    "generic/default": PromptConfig(user="{question}"),
     "generic/math": PromptConfig(
-        user='Solve the following math problem. Make sure to put the answer (and only answer) inside \\boxed{{}}.\n\n{examples}{problem}'
+        user="Solve the following math problem. Make sure to put the answer (and only answer) inside \\boxed{{}}.\n\n{examples}{problem}"
     ),
     "generic/codegen": PromptConfig(
         user="""\
@@ -48,8 +46,8 @@ The solution should be in the following format:
 ```"""
     ),
     "generic/hle": PromptConfig(
-        user='{problem}',
-        system='Your response should be in the following format:\nExplanation: {{your explanation for your final answer}}\nAnswer: {{your succinct, final answer}}\nConfidence: {{your confidence score between 0% and 100% for your answer}}'
+        user="{problem}",
+        system="Your response should be in the following format:\nExplanation: {{your explanation for your final answer}}\nAnswer: {{your succinct, final answer}}\nConfidence: {{your confidence score between 0% and 100% for your answer}}",
     ),
     "eval/aai/mcq-4choices": PromptConfig(
         user="Answer the following multiple choice question. The last line of your response should be in the following format: 'Answer: A/B/C/D' (e.g. 'Answer: A').\n\n{problem}"

@@ -187,8 +187,12 @@ def _judge_scorer(options: ScoringOptions) -> RowScorer:
             "pass --judge-url and --judge-model (or judge= to SkillsEnvironment)"
         )
     if options.judge_template is None or options.judge_prompt_config is None:
-        raise ConfigError(f"skills://{options.benchmark}: METRICS_TYPE {options.metrics_type} has no judge prompt")
-    return JudgeScorer(options.judge, options.judge_template, options.metrics_type, options.judge_prompt_config)
+        raise ConfigError(
+            f"skills://{options.benchmark}: METRICS_TYPE {options.metrics_type} has no judge prompt"
+        )
+    return JudgeScorer(
+        options.judge, options.judge_template, options.metrics_type, options.judge_prompt_config
+    )
 
 
 SCORERS: dict[str, Callable[[ScoringOptions], RowScorer]] = {
