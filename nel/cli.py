@@ -64,12 +64,14 @@ def _parser() -> argparse.ArgumentParser:
 
     lister = sub.add_parser("list", help="list the benchmarks nel knows")
     lister.add_argument("--data-dir", help="where prepared data lives (default: NEL_DATA_DIR or a user cache)")
+    lister.add_argument("--skills-backend", choices=("auto", "native", "nemo_skills"), default="auto")
     lister.set_defaults(func=_cmd_list)
 
     prep = sub.add_parser("prepare", help="download and prepare a benchmark's data")
     prep.add_argument("names", nargs="+", metavar="NAME")
     prep.add_argument("--data-dir")
     prep.add_argument("--mirror", help="fetch sources from this base URL instead (also NEL_DATA_MIRROR)")
+    prep.add_argument("--skills-backend", choices=("auto", "native", "nemo_skills"), default="auto")
     prep.set_defaults(func=_cmd_prepare)
     return parser
 
@@ -92,6 +94,10 @@ def _add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument("--timeout", type=float, default=600.0, help="seconds per HTTP attempt")
     run.add_argument("--max-retries", type=int, default=5)
     run.add_argument("--data-dir")
+    run.add_argument("--skills-backend", choices=("auto", "native", "nemo_skills"), default="auto",
+                     help="skills:// benchmarks: nel's native catalog or the nemo_skills package (auto: it if importable)")
+    run.add_argument("--judge-url", default=env("NEL_JUDGE_URL"), help="judge endpoint for judge-graded benchmarks")
+    run.add_argument("--judge-model", default=env("NEL_JUDGE_MODEL"), help="judge model name (key: NEL_JUDGE_API_KEY)")
     run.add_argument("--output-dir", required=True)
     run.add_argument("--overwrite", action="store_true", help="delete a previous run in --output-dir first")
     run.add_argument("--allow-partial", action="store_true", help="write metrics even if rows failed")
@@ -115,6 +121,10 @@ def _spec_from_args(args: argparse.Namespace) -> object:
     )
     if model.url.startswith("local://") and not model.model_id:
         model = ModelSpec(**{**model.__dict__, "model_id": model.url.removeprefix("local://")})
+    judge = None
+    if args.judge_url or args.judge_model:
+        judge = ModelSpec(url=args.judge_url or "", model_id=args.judge_model or "", api_key_env="NEL_JUDGE_API_KEY",
+                          timeout=args.timeout, max_retries=args.max_retries)  # fmt: skip
     return RunSpec(
         bench=args.bench,
         model=model,
@@ -124,6 +134,8 @@ def _spec_from_args(args: argparse.Namespace) -> object:
         system_prompt=args.system_prompt,
         prompt_template=args.prompt_template,
         data_dir=args.data_dir,
+        skills_backend=args.skills_backend,
+        judge=judge,
         concurrency=args.concurrency,
     ).validate()
 
@@ -191,29 +203,27 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from nel.skills.catalog import CATALOG
-    from nel.skills.data import resolve_data_dir, split_path
+    from nel.skills.data import resolve_data_dir
+    from nel.skills.listing import list_benchmarks
 
     data_dir = resolve_data_dir(args.data_dir)
     table = Table(title=f"benchmarks (data: {data_dir})")
-    for column in ("benchmark", "metrics type", "problems", "backend", "prepared", "status"):
+    for column in ("benchmark", "name", "metrics type", "problems", "backend", "prepared", "status"):
         table.add_column(column)
-    for bench in CATALOG.values():
-        prepared = split_path(data_dir, bench.name, bench.eval_split).exists()
-        status = bench.not_runnable or "runnable"
-        table.add_row(f"skills://{bench.name}", bench.metrics_type, str(bench.num_problems or "?"),
-                      "native", "yes" if prepared else "no", status)  # fmt: skip
-    Console(width=160).print(table)
+    for row in list_benchmarks(data_dir, args.skills_backend):
+        table.add_row(f"skills://{row.name}", row.title, row.metrics_type, row.problems, row.backend,
+                      "yes" if row.prepared else "no", row.status)  # fmt: skip
+    Console(width=200).print(table)
     return EXIT_OK
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from nel.skills.catalog import get_benchmark
+    from nel.skills.backends import select_backend
     from nel.skills.data import resolve_data_dir
-    from nel.skills.prepare import prepare
 
     data_dir = resolve_data_dir(args.data_dir)
     for name in args.names:
-        path = prepare(get_benchmark(name), data_dir, mirror=args.mirror, show_progress=sys.stderr.isatty())
-        print(f"prepared {name}: {path}")
+        backend = select_backend(name, args.skills_backend)
+        path = backend.prepare(data_dir, mirror=args.mirror, show_progress=sys.stderr.isatty())
+        print(f"prepared {name} ({backend.kind} backend): {path}")
     return EXIT_OK

@@ -43,12 +43,14 @@ def open_spec_run(spec: RunSpec, total_shards: int, *, overwrite: bool = False) 
     )
 
 
-def build_environment(spec: RunSpec) -> EvalEnvironment:
+def build_environment(spec: RunSpec, judge: ModelClient | None = None) -> EvalEnvironment:
     return resolve(
         spec.bench,
         prompt_template=spec.prompt_template,
         system_prompt=spec.system_prompt,
         data_dir=spec.data_dir,
+        backend=spec.skills_backend,
+        judge=judge,
     )
 
 
@@ -75,7 +77,13 @@ async def run_spec(
     flush_rows: int = 500,
     flush_seconds: float = 10.0,
 ) -> EvalResult:
-    env = build_environment(spec)
+    judge = build_client(spec.judge, None, spec.concurrency) if spec.judge is not None else None
+    try:
+        env = build_environment(spec, judge)
+    except BaseException:
+        if judge is not None:
+            await judge.aclose()
+        raise
     client = build_client(spec.model, api_key, spec.concurrency)
     try:
         return await run_evaluation(
@@ -97,6 +105,8 @@ async def run_spec(
     finally:
         await client.aclose()
         await env.aclose()
+        if judge is not None:
+            await judge.aclose()
 
 
 def run_shard(
