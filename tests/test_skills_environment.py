@@ -322,3 +322,32 @@ def test_unknown_benchmark_suggests(tmp_path: Path):
 def test_forcing_the_nemo_skills_backend_without_the_package_is_an_error(tmp_path: Path):
     with pytest.raises(ConfigError, match="nemo_skills package is not importable"):
         SkillsEnvironment("gsm8k", data_dir=tmp_path, backend="nemo_skills")
+
+
+def test_hle_judge_correct_with_the_hle_prompts(tmp_path: Path):
+    rows = [{"id": f"h{i}", "problem": f"Hard question {i}?", "expected_answer": str(i), "subset_for_metrics": "Math"}
+            for i in range(4)]  # fmt: skip
+    write_jsonl_atomic(tmp_path / "hle" / "text.jsonl", rows)
+    model = [Rule(match=f"Hard question {i}?", content=f"Explanation: ...\nAnswer: {i if i < 2 else 99}\nConfidence: 80%")
+             for i in range(4)]  # fmt: skip
+
+    def judge(body: dict[str, Any]) -> Rule:
+        text = _text(body)
+        ok = any(f"Answer: {i}\n" in text and f"[correct_answer]: {i}" in text for i in range(4))
+        return Rule(
+            content=f"extracted_final_answer: x\nReasoning: r\nJudgement: {'yes' if ok else 'no'}\nConfidence: 80"
+        )
+
+    with ModelServer(rules=model) as server, ModelServer(answer_fn=judge) as judge_server:
+        client = ModelClient(judge_server.base_url, "judge", max_retries=0)
+        env = SkillsEnvironment("hle", data_dir=tmp_path, backend="native", judge=client)
+        try:
+            result = asyncio.run(_run(env, server.base_url, tmp_path / "run"))
+        finally:
+            asyncio.run(client.aclose())
+        system = server.requests[0].body["messages"][0]
+    assert system["role"] == "system" and system["content"].startswith(
+        "Your response should be in the following format"
+    )
+    assert result.metrics["hle"]["pass@1"]["judge_correct"] == 50.0
+    assert "no_answer" not in result.metrics["hle"]["pass@1"]
