@@ -157,6 +157,11 @@ class NemoSkillsBackend:
 
     def prepare(self, data_dir: Path, *, mirror: str | None, show_progress: bool) -> Path:
         """Run NeMo-Skills' ``prepare.py`` (it writes into its package dir), then copy the split."""
+        if mirror:
+            raise ConfigError(
+                "a download mirror applies to the native backend only: NeMo-Skills' prepare scripts fetch from "
+                "their own URLs (use --skills-backend native with --mirror)"
+            )
         package_dir = Path(self.module.__file__).parent
         produced = package_dir / f"{self.eval_split}.jsonl"
         if not produced.exists():
