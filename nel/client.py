@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
 import os
 import random
 import time
@@ -21,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
+import orjson
 
 from nel.errors import ModelCallError
 from nel.types import Completion, Message
@@ -118,7 +118,7 @@ class ModelClient:
     async def chat(self, messages: Sequence[Message], **overrides: Any) -> Completion:
         """Send one chat request, retrying transient failures; raise ModelCallError at the end."""
         body = {"model": self.model, "messages": list(messages), **self.sampling, **overrides}
-        payload = json.dumps(body).encode()
+        payload = orjson.dumps(body)
         session = self._get_session()
         started = time.perf_counter()
         attempt_latencies: list[float] = []
@@ -129,7 +129,7 @@ class ModelClient:
             if isinstance(outcome, bytes):
                 try:
                     return _parse_completion(outcome, started, attempt_latencies)
-                except (ValueError, KeyError, IndexError, TypeError) as exc:
+                except (orjson.JSONDecodeError, ValueError, KeyError, IndexError, TypeError) as exc:
                     outcome = ("bad_response", f"malformed reply ({exc}): {_snippet(outcome)}", 200, None)
             kind, message, status, retry_after = outcome
             attempts = len(attempt_latencies)
@@ -186,7 +186,7 @@ def _classify_status(status: int, raw: bytes) -> tuple[str, str]:
 
 
 def _parse_completion(raw: bytes, started: float, attempt_latencies: list[float]) -> Completion:
-    data = json.loads(raw)
+    data = orjson.loads(raw)
     choice = data["choices"][0]
     message = choice["message"]
     content = message.get("content")

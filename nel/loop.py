@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from nel.environments.base import EvalEnvironment
 from nel.errors import IncompleteRunError, ModelCallError
 from nel.progress import Counters, Reporter, make_reporter
@@ -290,7 +292,7 @@ def _solved_fields(solved: SolveResult) -> dict[str, Any]:
     calls = solved.calls
     last = calls[-1] if calls else None
     return {
-        "messages": json.dumps(list(solved.messages), ensure_ascii=False),
+        "messages": orjson.dumps(solved.messages).decode(),
         "response": solved.response,
         "reasoning_content": solved.reasoning_content,
         "finish_reason": last.finish_reason if last else None,
@@ -306,7 +308,7 @@ def _solved_fields(solved: SolveResult) -> dict[str, Any]:
 
 def _failed_call(exc: ModelCallError) -> dict[str, Any]:
     return {
-        "messages": json.dumps(list(exc.messages), ensure_ascii=False) if exc.messages else None,
+        "messages": orjson.dumps(exc.messages).decode() if exc.messages else None,
         "error_kind": exc.kind,
         "error": str(exc),
         "model_calls": 1,
