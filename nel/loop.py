@@ -207,11 +207,13 @@ class _ShardRun:
             self._flushing = asyncio.create_task(asyncio.to_thread(self.writer.flush))
 
     async def _tick(self, reporter: Reporter, save_progress: Callable[..., None]) -> None:
-        last_flush = last_progress = time.monotonic()
+        last_flush = last_progress = last_refresh = time.monotonic()
         while True:
             await asyncio.sleep(min(reporter.interval_s, 1.0))
-            reporter.refresh(self.counters)
             now = time.monotonic()
+            if now - last_refresh >= reporter.interval_s:
+                reporter.refresh(self.counters)
+                last_refresh = now
             if now - last_flush >= self.writer.flush_seconds:
                 self._flush_in_background()
                 last_flush = now

@@ -60,7 +60,7 @@ class NullReporter:
 class PlainReporter:
     """One line every ``interval_s`` seconds: for logs, SLURM output files and CI."""
 
-    def __init__(self, stream: TextIO | None = None, interval_s: float = 30.0) -> None:
+    def __init__(self, stream: TextIO | None = None, interval_s: float = 10.0) -> None:
         self.stream = stream or sys.stderr
         self.interval_s = interval_s
         self.label = ""
