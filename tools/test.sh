@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Set up from scratch and run the whole test suite (what CI runs).
+# As root on Debian it also starts a single-node SLURM cluster for the launcher tests
+# (tools/slurm_up.sh); elsewhere those tests skip with a reason, unless NEL_REQUIRE_SLURM=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/setup.sh --test
+# The converted local model (~500 MB) is cached per run in a temp dir, never in the repo.
+export NEL_MODEL_CACHE=${NEL_MODEL_CACHE:-${TMPDIR:-/tmp}/nel-test-models}
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ "${NEL_SKIP_SLURM:-0}" != 1 ]; then
+  bash tools/slurm_up.sh
+  export NEL_REQUIRE_SLURM=${NEL_REQUIRE_SLURM:-1}
+fi
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
