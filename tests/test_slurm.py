@@ -2,7 +2,8 @@
 
 Needs a running cluster whose nodes can reach 127.0.0.1 of this machine (the single-node
 cluster of tools/slurm_up.sh, which CI starts before pytest) and working accounting
-(`sacct`), which submitit relies on. Without them every test here skips, saying why.
+(`sacct`), which submitit relies on. Without them every test here skips, saying why, or
+fails when NEL_REQUIRE_SLURM=1 (as in CI, where a missing cluster is a broken setup).
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ def _why_no_slurm() -> str | None:
 @pytest.fixture(scope="module", autouse=True)
 def slurm_cluster() -> None:
     reason = _why_no_slurm()
+    if reason and os.environ.get("NEL_REQUIRE_SLURM") == "1":
+        pytest.fail(f"NEL_REQUIRE_SLURM=1 but {reason}")  # CI started a cluster: not finding it is a failure
     if reason:
         pytest.skip(reason)
 
