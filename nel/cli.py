@@ -8,6 +8,7 @@ corrupt dataset, corrupt part file); 128+N stopped by signal N (130 Ctrl-C, 143 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -20,7 +21,25 @@ from nel.version import __version__
 EXIT_OK, EXIT_INCOMPLETE, EXIT_CONFIG, EXIT_DATA = 0, 1, 2, 3
 
 
+# Commands with their own argument parsers, imported only when used (they pull in torch, Hydra or
+# submitit). main() hands them the rest of the command line.
+DELEGATED = {
+    "serve": ("nel.serving.server", "serve_main", "serve a local model over an OpenAI-compatible API"),
+    "status": ("nel.cluster", "status_main", "show each shard of a run: done, running, failed, missing"),
+    "resume": ("nel.cluster", "resume_main", "resubmit the shards of a run that are not done, and a reducer"),
+    "sweep": ("nel.sweep", "sweep_main", "submit what a sweep file lists and is not done yet (for cron)"),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        module, func, _ = DELEGATED[argv[0]]
+        try:
+            return int(getattr(importlib.import_module(module), func)(argv[1:]))
+        except NelError as exc:
+            print(f"nel: error: {exc}", file=sys.stderr)
+            return _exit_code(exc)
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -73,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--mirror", help="fetch sources from this base URL instead (also NEL_DATA_MIRROR)")
     prep.add_argument("--skills-backend", choices=("auto", "native", "nemo_skills"), default="auto")
     prep.set_defaults(func=_cmd_prepare)
+    for name, (_, _, help_text) in DELEGATED.items():
+        sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 

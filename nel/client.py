@@ -39,10 +39,15 @@ _MAX_RETRY_AFTER_S = 300.0
 
 
 def resolve_api_key(explicit: str | None, env_var: str = "NEL_API_KEY") -> str | None:
-    """The key from the flag, else ``env_var``, else OPENAI_API_KEY; None when none is set."""
+    """The key from the flag, else ``env_var``; None when none is set.
+
+    Only the default variable falls back to OPENAI_API_KEY: an endpoint configured with its
+    own variable (a judge, a second provider) must never be sent another endpoint's key.
+    """
     if explicit:
         return explicit
-    for name in (env_var, "NEL_API_KEY", "OPENAI_API_KEY"):
+    names = (env_var, "OPENAI_API_KEY") if env_var == "NEL_API_KEY" else (env_var,)
+    for name in names:
         value = os.environ.get(name)
         if value:
             return value
@@ -80,7 +85,8 @@ class ModelClient:
         self.backoff_max = backoff_max
         self._url = f"{self.base_url}/chat/completions"
         self._headers = {"Content-Type": "application/json"}
-        key = resolve_api_key(api_key)
+        # None: look in NEL_API_KEY / OPENAI_API_KEY; "" means "send no key".
+        key = resolve_api_key(None) if api_key is None else api_key
         if key:
             self._headers["Authorization"] = f"Bearer {key}"
         self._session: aiohttp.ClientSession | None = None

@@ -47,7 +47,6 @@ class EvalResult:
     done: int
     already_done: int
     failed: int
-    interrupted: bool = False
     metrics: dict[str, Any] | None = None
     runtime: dict[str, Any] | None = None
     incomplete: str | None = None
@@ -55,7 +54,7 @@ class EvalResult:
 
     @property
     def complete(self) -> bool:
-        return not self.interrupted and self.failed == 0 and self.incomplete is None
+        return self.failed == 0 and self.incomplete is None
 
 
 async def run_evaluation(
@@ -110,11 +109,15 @@ async def run_evaluation(
     label = f"{env.name} shard {shard.idx + 1}/{shard.total}"
     reporter.start(counters, label)
     write_progress(directory, state="running", **owed, **_counts(counters))
-    interrupted = False
+    state, error = "running", None
     try:
         await runner.run(problems, skip, reporter, lambda **kw: write_progress(directory, **owed, **kw))
+        state = "failed" if counters.failed else "done"
     except (asyncio.CancelledError, KeyboardInterrupt):
-        interrupted = True
+        state = "interrupted"
+        raise
+    except BaseException as exc:
+        state, error = "crashed", f"{type(exc).__name__}: {exc}"
         raise
     finally:
         writer.flush()
@@ -122,8 +125,7 @@ async def run_evaluation(
         close = getattr(solver, "aclose", None)
         if callable(close):
             await close()
-        state = "interrupted" if interrupted else ("failed" if counters.failed else "done")
-        write_progress(directory, state=state, **owed, **_counts(counters))
+        write_progress(directory, state=state, error=error, **owed, **_counts(counters))
 
     result = EvalResult(
         run_dir=run_dir,

@@ -98,7 +98,8 @@ def read_run(run_dir: Path) -> dict[str, Any]:
 
 def clear_run(run_dir: Path) -> None:
     """Remove what nel wrote into run_dir (and nothing else)."""
-    shutil.rmtree(run_dir / "shards", ignore_errors=True)
+    for directory in ("shards", "launch", "slurm"):  # launch/ and slurm/: the launcher's job records
+        shutil.rmtree(run_dir / directory, ignore_errors=True)
     for name in (RUN_FILE, *OUTPUTS):
         (run_dir / name).unlink(missing_ok=True)
 

@@ -58,7 +58,7 @@ def build_client(model: ModelSpec, api_key: str | None, concurrency: int) -> Mod
     return ModelClient(
         model.url,
         model.model_id,
-        resolve_api_key(api_key, model.api_key_env),
+        resolve_api_key(api_key, model.api_key_env) or "",
         timeout=model.timeout,
         max_retries=model.max_retries,
         concurrency=concurrency,

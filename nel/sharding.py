@@ -30,23 +30,36 @@ class Shard:
 
 
 def shard_from_env(env: Mapping[str, str] | None = None) -> Shard:
-    """NEL_SHARD_IDX/NEL_TOTAL_SHARDS, else SLURM's array variables, else one shard."""
+    """NEL_SHARD_IDX/NEL_TOTAL_SHARDS, else SLURM's array variables, else one shard.
+
+    SLURM's variables are trusted only for a whole array ``0..N-1``: in a partial
+    resubmission (``--array=3,7``) SLURM_ARRAY_TASK_COUNT is 2, not the shard count, so
+    there NEL_TOTAL_SHARDS must say it (the task id is still taken as the shard index).
+    """
     env = os.environ if env is None else env
-    for idx_var, total_var in (
-        ("NEL_SHARD_IDX", "NEL_TOTAL_SHARDS"),
-        ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT"),
-    ):
-        idx_raw, total_raw = env.get(idx_var), env.get(total_var)
-        if idx_raw is None and total_raw is None:
-            continue
-        if idx_raw is None or total_raw is None:
-            missing = idx_var if idx_raw is None else total_var
-            raise ConfigError(f"{missing} is not set but its partner is; set both or neither")
-        try:
-            idx, total = int(idx_raw), int(total_raw)
-        except ValueError:
-            raise ConfigError(f"{idx_var}={idx_raw!r} / {total_var}={total_raw!r} must be integers") from None
-        if idx_var == "SLURM_ARRAY_TASK_ID":
-            idx -= int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
-        return Shard(idx, total)
-    return Shard()
+    idx_raw = env.get("NEL_SHARD_IDX")
+    total_raw = env.get("NEL_TOTAL_SHARDS")
+    if idx_raw is None and total_raw is None and "SLURM_ARRAY_TASK_ID" not in env:
+        return Shard()
+    if idx_raw is None:
+        idx_raw = env.get("SLURM_ARRAY_TASK_ID")
+    if total_raw is None and "SLURM_ARRAY_TASK_ID" in env:
+        count, low, high = (env.get(f"SLURM_ARRAY_TASK_{k}") for k in ("COUNT", "MIN", "MAX"))
+        if count is not None and low in (None, "0") and (high is None or _int(high) == _int(count) - 1):
+            total_raw = count
+        else:
+            raise ConfigError(
+                f"SLURM array {low}..{high} with {count} tasks is not a whole array 0..N-1; "
+                "set NEL_TOTAL_SHARDS to the run's shard count"
+            )
+    if idx_raw is None or total_raw is None:
+        missing = "NEL_SHARD_IDX" if idx_raw is None else "NEL_TOTAL_SHARDS"
+        raise ConfigError(f"{missing} is not set but its partner is; set both or neither")
+    return Shard(_int(idx_raw), _int(total_raw))
+
+
+def _int(raw: str | None) -> int:
+    try:
+        return int(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"shard variable {raw!r} is not an integer") from None
