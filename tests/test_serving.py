@@ -311,3 +311,25 @@ def test_start_local_server_starts_and_stops_the_subprocess():
         assert status == 200 and body["usage"]["completion_tokens"] <= 3
     assert not _pid_exists(pid)
     assert time.perf_counter() - started < 300
+
+
+@pytest.mark.local_model
+@needs_model
+def test_hf_folder_url_loads_in_process(server):
+    """``local:///path/to/hf-dir`` loads a plain HF folder (here: the converted SmolLM2)."""
+    from nel.serving import BatchEngine, SamplingParams, load_model
+    from nel.serving.model import converted_dir
+
+    folder = converted_dir(resolve_model("local://smollm2").path)
+    assert (folder / "nel-conversion.json").is_file()  # the server's startup converted it
+    loaded = load_model(f"local://{folder}")
+    assert loaded.source.kind == "hf" and loaded.model_id == folder.name
+    engine = BatchEngine(loaded, max_batch_size=2)
+    engine.start()
+    try:
+        result = engine.generate_sync(
+            engine.encode_chat(QUESTION), SamplingParams(max_tokens=20), timeout=120
+        )
+    finally:
+        engine.stop()
+    assert "4" in result.text and result.finish_reason == "stop"
