@@ -12,11 +12,15 @@ signs, ``\text{}`` units, percent signs, degree signs, ``\left``/``\right``, ``\
 fractions, thousands separators) or as sets/tuples of numbers. The literal path only answers
 when the answer is certain; everything else goes to math-verify (``parse`` + ``verify``,
 SymPy underneath), which is slow (milliseconds) and can hang on adversarial input. Hence
-:class:`MathScorer` runs comparisons in a :class:`~nel.scoring.pool.ScoringPool`.
+:class:`MathScorer` runs comparisons in a :class:`~nel.scoring.pool.ScoringPool`. For two
+plain expressions, a numeric evaluation and an ``expand`` between math-verify's ``parse`` and
+``verify`` give math-verify's verdict without its ``simplify`` where that is provably the same
+answer (:func:`_quick_verdict`).
 
 Deliberate choices where NeMo-Skills' grader differs: leading zeros (``016`` = ``16``) and
-``\$`` are normalised away before anything else; bare-word answers (``Monday``) are compared
-as strings, never through SymPy (which reads ``ab`` as the product ``a*b`` = ``ba``).
+``\$`` are normalised away before anything else. Like NeMo-Skills, bare-word answers
+(``Monday``, ``A``) are compared as strings, case included, never through SymPy (which reads
+``ab`` as the product ``a*b`` = ``ba`` and lower-cases letters).
 """
 
 from __future__ import annotations
@@ -362,7 +366,7 @@ def _literal_equal(p: str, e: str) -> bool | None:
         if cb is not None:
             return _collections_equal(ca, cb)
     if _WORD.fullmatch(p) and _WORD.fullmatch(e):
-        return None if p.lower() == e.lower() else False
+        return False  # different words (case counts, as in NeMo-Skills: "a" is not "A")
     return None
 
 
@@ -411,41 +415,70 @@ def _parse(latex: str) -> tuple:
 
 # Distinct positive sample values for up to 8 free symbols (7/13, 11/17, ...).
 _SAMPLE_POINTS = tuple((a, a + 6) for a in (7, 11, 13, 17, 19, 23, 29, 31))
+_MAX_EXPANDED_POWER = 32
 
 
-def _clearly_different(gold, pred) -> bool:
-    """True when two parsed expressions evidently differ in value: no ``simplify`` needed.
+def _plain_expression(expr) -> bool:
+    """A SymPy expression math-verify compares only by value (see :func:`_quick_verdict`)."""
+    import sympy
 
-    math-verify decides two plain expressions (no relation, set, tuple, matrix, lone symbol,
-    float or percentage) equal only via string equality, numeric equality or
-    ``simplify(gold - pred) == 0``; each of these implies equal values at every point. So if
-    both sides, evaluated with 30 digits at one sample point (a distinct positive rational per
-    free symbol), differ by more than 1e-9 relative, math-verify would answer False; we answer
-    False without its ``simplify`` (the slowest step for wrong answers, ~10 ms). Anything
-    else (undefined values, tiny differences, other kinds of objects) returns False here and
-    goes to math-verify.
+    return (
+        isinstance(expr, sympy.Expr)
+        and not isinstance(expr, (sympy.Symbol, sympy.MatrixExpr))
+        and not expr.has(sympy.Float, sympy.UnevaluatedExpr)
+    )
+
+
+def _quick_verdict(gold, pred) -> bool | None:
+    """Decide two parsed expressions without math-verify's ``simplify``, when that is sound.
+
+    math-verify's ``verify`` decides two plain expressions (no relation, set, tuple, matrix,
+    lone symbol, float or percentage) equal exactly when string equality, numeric equality or
+    ``simplify(gold - pred) == 0`` holds, and each of those means equal values everywhere.
+    ``simplify`` is its slowest step (10-40 ms). Two cheap checks give the same answer:
+
+    * evaluated with 30 digits at one sample point (a distinct positive rational per free
+      symbol) the two sides differ by more than 1e-9 relative -> they are not equal (False);
+    * ``expand(gold - pred)`` is exactly 0 -> they are equal (True): a proof, and then
+      ``simplify`` finds 0 too.
+
+    Everything else (undefined values, close values, other kinds of objects, large powers)
+    gives None: math-verify decides.
     """
     import sympy
 
-    for expr in (gold, pred):
-        if (
-            not isinstance(expr, sympy.Expr)
-            or isinstance(expr, (sympy.Symbol, sympy.MatrixExpr))
-            or expr.has(sympy.Float, sympy.UnevaluatedExpr)
-        ):
-            return False
+    if not (_plain_expression(gold) and _plain_expression(pred)):
+        return None
     symbols = sorted(gold.free_symbols | pred.free_symbols, key=str)
     if len(symbols) > len(_SAMPLE_POINTS):
-        return False
+        return None
     point = {s: sympy.Rational(*_SAMPLE_POINTS[i]) for i, s in enumerate(symbols)}
     try:
         a = complex(gold.subs(point).evalf(30))
         b = complex(pred.subs(point).evalf(30))
     except (TypeError, ValueError, ArithmeticError):  # not a number at this point
-        return False
+        return None
     if not (cmath.isfinite(a) and cmath.isfinite(b)):
+        return None
+    if abs(a - b) > 1e-9 * max(1.0, abs(a), abs(b)):
         return False
-    return abs(a - b) > 1e-9 * max(1.0, abs(a), abs(b))
+    if gold == pred:
+        return True
+    difference = gold - pred
+    if difference.has(sympy.Integral, sympy.Sum, sympy.Product, sympy.Limit, sympy.Derivative):
+        return None
+    # math-verify parses without evaluating (sqrt(18) stays sqrt(18)): doit() evaluates.
+    difference = difference.doit()
+    if difference == 0:
+        return True
+    if any(
+        isinstance(power.exp, sympy.Integer) and abs(power.exp) > _MAX_EXPANDED_POWER
+        for power in difference.atoms(sympy.Pow)
+    ):
+        return None  # (x+1)^1000: expanding could take longer than math-verify itself
+    if sympy.expand(difference) == 0:
+        return True
+    return None
 
 
 @functools.lru_cache(maxsize=8192)
@@ -454,17 +487,12 @@ def _symbolic_equal(p: str, e: str) -> bool:
     gold, target = _parse(e), _parse(p)
     if not gold or not target:
         return False
-    # parse() gives [expression, matched string]; verify() compares every gold/target pair:
-    # expression with expression, string with string.
-    if (
-        len(gold) == 2
-        and len(target) == 2
-        and isinstance(gold[1], str)
-        and isinstance(target[1], str)
-        and gold[1].strip() != target[1].strip()
-        and _clearly_different(gold[0], target[0])
-    ):
-        return False
+    # parse() gives [expression, matched string]; verify() compares every gold/target pair,
+    # expression with expression and string with string, and is True if any pair is equal.
+    if len(gold) == 2 and len(target) == 2 and isinstance(gold[1], str) and isinstance(target[1], str):
+        verdict = _quick_verdict(gold[0], target[0])
+        if verdict is True or (verdict is False and gold[1].strip() != target[1].strip()):
+            return verdict
     return bool(mv.verify(list(gold), list(target), timeout_seconds=None))
 
 
