@@ -80,7 +80,7 @@ def _put_score(target: dict[str, object], name: str, per_problem: np.ndarray) ->
     target[f"{name}_ci95"] = [100.0 * v for v in _ci95(per_problem)]
 
 
-def _pct(per_problem: np.ndarray) -> float:
+def _pct(per_problem: np.ndarray | np.bool_) -> float:
     return 100.0 * float(np.mean(per_problem))
 
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Protocol, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 
 @dataclass
@@ -111,7 +114,7 @@ class RichReporter:
             TimeRemainingColumn(),
             transient=False,
         )
-        self._task = None
+        self._task: TaskID | None = None
 
     def start(self, counters: Counters, label: str) -> None:
         self._progress.start()

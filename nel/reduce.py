@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from nel.errors import IncompleteRunError, StoreError
+from nel.errors import IncompleteRunError
 from nel.metrics import MetricInputs, compute_metrics_for
 from nel.rundir import read_progress, read_run, shard_dir, write_json_atomic
 from nel.store import SCHEMA, TERMINAL_ERROR_KINDS, part_files, read_part
@@ -101,7 +101,8 @@ def _expectation(run_dir: Path, run: dict[str, Any], total_shards: int) -> _Expe
 
 def _read_rows(run_dir: Path, total_shards: int) -> tuple[pa.Table, dict[str, str], list[Path]]:
     """Small columns of every part, with the ``scores`` map flattened to one column per score."""
-    tables, sources = [], []
+    tables: list[pa.Table] = []
+    sources: list[Path] = []
     meta: dict[str, str] = {}
     for idx in range(total_shards):
         for path in part_files(shard_dir(run_dir, idx, total_shards)):

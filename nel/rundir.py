@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nel.version import __version__
 from nel.errors import RunConflictError, StoreError
 from nel.spec import identity_hash
+from nel.version import __version__
 
 RUN_FILE = "run.json"
 OUTPUTS = ("metrics.json", "runtime.json", "trajectories.parquet", "report.txt")
@@ -62,9 +62,10 @@ def open_run(
     path = run_dir / RUN_FILE
     if overwrite and path.exists():
         clear_run(run_dir)
-    record = {
+    run_id = identity_hash(identity)
+    record: dict[str, Any] = {
         "nel_version": __version__,
-        "run_id": identity_hash(identity),
+        "run_id": run_id,
         "created_at": utcnow(),
         "total_shards": total_shards,
         "identity": identity,
@@ -72,7 +73,7 @@ def open_run(
     }
     run_dir.mkdir(parents=True, exist_ok=True)
     if _create_exclusive(path, record):
-        return RunInfo(run_dir, record["run_id"], total_shards, record["spec"])
+        return RunInfo(run_dir, run_id, total_shards, config or {})
     existing = read_run(run_dir)
     problems = _differences(existing, record)
     if problems:

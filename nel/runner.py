@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import dataclasses
 import signal
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 from nel.client import ModelClient, resolve_api_key
 from nel.environments.base import EvalEnvironment
@@ -141,10 +142,10 @@ def run_shard(
         )
 
 
-async def _cancellable(coro: object) -> EvalResult:
+async def _cancellable(coro: Coroutine[Any, Any, EvalResult]) -> EvalResult:
     """Run ``coro`` so that SIGTERM (SLURM preemption) and SIGINT cancel it like Ctrl-C."""
     loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    task = asyncio.ensure_future(coro)
     received: list[int] = []
 
     def stop(signum: int) -> None:

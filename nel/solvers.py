@@ -15,9 +15,8 @@ from nel.types import Message, SolveResult, Task
 
 @runtime_checkable
 class Solver(Protocol):
-    async def aclose(self) -> None:
-        """Release pooled connections; the client reconnects if it is used again."""
-        await self.client.aclose()
+    """Anything with ``async solve(task) -> SolveResult``; an ``aclose()``, if present, is
+    awaited when the run ends."""
 
     async def solve(self, task: Task) -> SolveResult: ...
 

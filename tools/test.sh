@@ -11,4 +11,6 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ "${NEL_SKIP_SLURM:-0
   bash tools/slurm_up.sh
   export NEL_REQUIRE_SLURM=${NEL_REQUIRE_SLURM:-1}
 fi
+.venv/bin/ruff check nel tests benchmarks
+.venv/bin/mypy nel
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

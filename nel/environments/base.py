@@ -32,7 +32,7 @@ class EvalEnvironment(abc.ABC):
     async def verify(self, response: str, expected: Any, **metadata: Any) -> VerifyResult:
         """Score one response; ``metadata`` is the SeedResult's metadata."""
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 (an optional hook, not abstract)
         """Release pools or servers the environment started; called once at the end."""
 
     def describe(self) -> dict[str, str]:
