@@ -8,6 +8,7 @@ corrupt dataset, corrupt part file); 128+N stopped by signal N (130 Ctrl-C, 143 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import os
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nel.errors import ConfigError, DataError, IncompleteRunError, NelError, StoreError
+from nel.spec import ModelSpec, RunSpec
 from nel.version import __version__
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_CONFIG, EXIT_DATA = 0, 1, 2, 3
@@ -127,8 +129,7 @@ def _add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument("--flush-seconds", type=float, default=10.0, help="... or every S seconds")
 
 
-def _spec_from_args(args: argparse.Namespace) -> object:
-    from nel.spec import ModelSpec, RunSpec
+def _spec_from_args(args: argparse.Namespace) -> RunSpec:
 
     model = ModelSpec(
         url=args.model_url or "",
@@ -141,7 +142,9 @@ def _spec_from_args(args: argparse.Namespace) -> object:
         max_retries=args.max_retries,
     )
     if model.url.startswith("local://") and not model.model_id:
-        model = ModelSpec(**{**model.__dict__, "model_id": model.url.removeprefix("local://")})
+        from nel.serving import model_id_for
+
+        model = dataclasses.replace(model, model_id=model_id_for(model.url))
     judge = None
     if args.judge_url or args.judge_model:
         judge = ModelSpec(url=args.judge_url or "", model_id=args.judge_model or "", api_key_env="NEL_JUDGE_API_KEY",
@@ -169,7 +172,7 @@ def _cmd_eval_run(args: argparse.Namespace) -> int:
     shard = shard_from_env()
     try:
         result = run_shard(
-            spec,  # type: ignore[arg-type]
+            spec,
             shard_idx=shard.idx,
             total_shards=shard.total,
             api_key=args.api_key,

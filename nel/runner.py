@@ -110,36 +110,16 @@ async def run_spec(
             await judge.aclose()
 
 
-def run_shard(
-    spec: RunSpec,
-    *,
-    shard_idx: int = 0,
-    total_shards: int = 1,
-    api_key: str | None = None,
-    overwrite: bool = False,
-    allow_partial: bool = False,
-    progress: Reporter | str = "auto",
-    flush_rows: int = 500,
-    flush_seconds: float = 10.0,
-) -> EvalResult:
-    """Run one shard to completion in a fresh event loop; SIGTERM/SIGINT stop it cleanly."""
+def run_shard(spec: RunSpec, *, shard_idx: int = 0, total_shards: int = 1, **options: Any) -> EvalResult:
+    """Run one shard to completion in a fresh event loop; SIGTERM/SIGINT stop it cleanly.
+
+    ``options`` are `run_spec`'s (api_key, overwrite, allow_partial, progress, flush_rows,
+    flush_seconds).
+    """
     spec.validate()
     shard = Shard(shard_idx, total_shards)
-    with _local_model(spec) as spec:
-        return asyncio.run(
-            _cancellable(
-                run_spec(
-                    spec,
-                    shard,
-                    api_key=api_key,
-                    overwrite=overwrite,
-                    allow_partial=allow_partial,
-                    progress=progress,
-                    flush_rows=flush_rows,
-                    flush_seconds=flush_seconds,
-                )
-            )
-        )
+    with _local_model(spec) as served:
+        return asyncio.run(_cancellable(run_spec(served, shard, **options)))
 
 
 async def _cancellable(coro: Coroutine[Any, Any, EvalResult]) -> EvalResult:

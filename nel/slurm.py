@@ -35,7 +35,7 @@ from typing import Any
 
 from nel.errors import ConfigError, NelError, StoreError
 from nel.rundir import utcnow, write_json_atomic
-from nel.spec import RunSpec
+from nel.spec import RunSpec, reject_unknown_keys
 
 SUBMISSIONS = Path("launch") / "submissions.json"
 LAUNCH_RECORD = Path("launch") / "launch.json"
@@ -110,8 +110,8 @@ class ClusterSettings:
     def from_dict(cls, data: dict[str, Any]) -> ClusterSettings:
         data = dict(data)
         reducer_raw = data.pop("reducer", None) or {}
-        _reject_unknown(ReducerResources, reducer_raw, "cluster.reducer")
-        _reject_unknown(cls, data, "cluster")
+        reject_unknown_keys(ReducerResources, reducer_raw, "cluster.reducer")
+        reject_unknown_keys(cls, data, "cluster")
         data["setup"] = list(data.get("setup") or [])
         data["additional"] = dict(data.get("additional") or {})
         return cls(reducer=ReducerResources(**reducer_raw), **data).validate()
@@ -122,15 +122,6 @@ _MANAGED_SBATCH_OPTIONS = frozenset(
     {"array", "dependency", "time", "cpus_per_task", "mem", "partition", "account", "qos", "job_name",
      "output", "error", "signal", "open_mode"}
 )  # fmt: skip
-
-
-def _reject_unknown(cls: type, data: dict[str, Any], where: str) -> None:
-    valid = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - valid)
-    if unknown:
-        raise ConfigError(
-            f"unknown {where} key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(valid))}"
-        )
 
 
 # --------------------------------------------------------------------------------------------

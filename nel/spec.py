@@ -131,7 +131,7 @@ class RunSpec:
         model = _model_from_dict(data.pop("model", None), "model")
         judge_raw = data.pop("judge", None)
         judge = None if judge_raw is None else _model_from_dict(judge_raw, "judge")
-        _reject_unknown(cls, data, "run spec")
+        reject_unknown_keys(cls, data, "run spec")
         return cls(model=model, judge=judge, **data)
 
 
@@ -144,11 +144,12 @@ def identity_hash(identity: dict[str, Any]) -> str:
 def _model_from_dict(raw: Any, where: str) -> ModelSpec:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a mapping with url and model_id, got {raw!r}")
-    _reject_unknown(ModelSpec, raw, where)
+    reject_unknown_keys(ModelSpec, raw, where)
     return ModelSpec(**raw)
 
 
-def _reject_unknown(cls: type, data: dict[str, Any], where: str) -> None:
+def reject_unknown_keys(cls: type, data: dict[str, Any], where: str) -> None:
+    """Refuse keys ``cls`` does not have, listing every valid one (a typo should say what was meant)."""
     valid = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - valid)
     if unknown:
