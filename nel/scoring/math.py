@@ -120,11 +120,10 @@ def extract_answer(text: str, extract_regex: str | None = None) -> str | None:
     answer = extract_boxed(text)
     if answer is not None or not extract_regex:
         return answer
-    last = None
-    for last in re.finditer(extract_regex, text):
-        pass
-    if last is None:
+    matches = list(re.finditer(extract_regex, text))
+    if not matches:
         return None
+    last = matches[-1]
     value = last.group(1) if last.re.groups else last.group(0)
     if value is None:
         return None
