@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import uvloop
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -66,10 +68,12 @@ async def bare_aiohttp(url: str, n: int, concurrency: int) -> float:
         return n / (time.perf_counter() - t0)
 
 
-def nel_run(url: str, n: int, concurrency: int, out: Path) -> float:
+def nel_run(url: str, n: int, concurrency: int, out: Path, loop: str = "asyncio") -> float:
+    """nel's run_evaluation on the given event loop (the CLI runs it on uvloop)."""
     client = ModelClient(url, "m", concurrency=concurrency)
+    runner = uvloop.run if loop == "uvloop" else asyncio.run
     t0 = time.perf_counter()
-    result = asyncio.run(
+    result = runner(
         run_evaluation(TrivialEnv(n), ChatSolver(client), output_dir=out, concurrency=concurrency,
                        progress="none", reduce=False)  # fmt: skip
     )
@@ -78,16 +82,27 @@ def nel_run(url: str, n: int, concurrency: int, out: Path) -> float:
     return n / elapsed
 
 
-def throughput(n: int) -> dict[str, float]:
+def throughput(n: int, rounds: int = 5) -> dict[str, float]:
+    """Medians over interleaved rounds: the 2 cores are shared with the server process."""
     proc, url = start_server_process(["--port", "0", "--no-record"])
+    runs: dict[str, list[float]] = {"bare": [], "bare_uvloop": [], "nel": [], "nel_uvloop": []}
     try:
         asyncio.run(bare_aiohttp(url, 2000, 64))  # warm up both sides
         with tempfile.TemporaryDirectory() as tmp:
-            bare = [asyncio.run(bare_aiohttp(url, n, 64)) for _ in range(2)]
-            ours = [nel_run(url, n, 64, Path(tmp) / f"run{i}") for i in range(2)]
+            for i in range(rounds):
+                runs["bare"].append(asyncio.run(bare_aiohttp(url, n, 64)))
+                runs["bare_uvloop"].append(uvloop.run(bare_aiohttp(url, n, 64)))
+                runs["nel"].append(nel_run(url, n, 64, Path(tmp) / f"a{i}"))
+                runs["nel_uvloop"].append(nel_run(url, n, 64, Path(tmp) / f"u{i}", loop="uvloop"))
     finally:
         stop_server_process(proc)
-    return {"bare_rps": max(bare), "nel_rps": max(ours), "ratio": max(ours) / max(bare)}
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    return {
+        **{f"{k}_rps": round(v) for k, v in med.items()},
+        "ratio_asyncio": round(med["nel"] / med["bare"], 3),
+        "ratio_cli_uvloop_vs_bare": round(med["nel_uvloop"] / med["bare"], 3),
+        "ratio_uvloop_vs_bare_uvloop": round(med["nel_uvloop"] / med["bare_uvloop"], 3),
+    }
 
 
 def latency_hiding(n: int = 10_000, latency: float = 0.05, concurrency: int = 256) -> dict[str, float]:
@@ -95,7 +110,7 @@ def latency_hiding(n: int = 10_000, latency: float = 0.05, concurrency: int = 25
     try:
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            nel_run(url, n, concurrency, Path(tmp) / "run")
+            nel_run(url, n, concurrency, Path(tmp) / "run", loop="uvloop")
             wall = time.perf_counter() - t0
     finally:
         stop_server_process(proc)
@@ -121,7 +136,7 @@ def peak_rss(n: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--quick", action="store_true", help="skip the 100k-request RSS run")
     args = parser.parse_args()
     print("throughput (zero latency, concurrency 64):", json.dumps(throughput(args.requests)))

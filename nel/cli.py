@@ -125,7 +125,7 @@ def _add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument("--overwrite", action="store_true", help="delete a previous run in --output-dir first")
     run.add_argument("--allow-partial", action="store_true", help="write metrics even if rows failed")
     run.add_argument("--progress", choices=("auto", "rich", "plain", "none"), default="auto")
-    run.add_argument("--flush-rows", type=int, default=500, help="write a Parquet part every N rows")
+    run.add_argument("--flush-rows", type=int, default=2000, help="write a Parquet part every N rows")
     run.add_argument("--flush-seconds", type=float, default=10.0, help="... or every S seconds")
 
 

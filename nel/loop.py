@@ -72,7 +72,7 @@ async def run_evaluation(
     reduce: bool | None = None,
     allow_partial: bool = False,
     progress: Reporter | str = "auto",
-    flush_rows: int = 500,
+    flush_rows: int = 2000,
     flush_seconds: float = 10.0,
 ) -> EvalResult:
     """Evaluate ``solver`` on ``env`` and write trajectories under ``output_dir``.
@@ -204,9 +204,12 @@ class _ShardRun:
                 self._flush_in_background()
 
     def _flush_in_background(self) -> None:
-        # One flush at a time; the workers keep going while a thread writes the part.
+        # Staging holds the GIL, so it runs here; the write releases it and goes to a thread.
+        # One write at a time keeps memory bounded; rows keep buffering meanwhile.
         if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.create_task(asyncio.to_thread(self.writer.flush))
+            staged = self.writer.stage()
+            if staged is not None:
+                self._flushing = asyncio.create_task(asyncio.to_thread(self.writer.write, *staged))
 
     async def _tick(self, reporter: Reporter, save_progress: Callable[..., None]) -> None:
         last_flush = last_progress = last_refresh = time.monotonic()

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import signal
+import sys
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,7 @@ async def run_spec(
     overwrite: bool = False,
     allow_partial: bool = False,
     progress: Reporter | str = "auto",
-    flush_rows: int = 500,
+    flush_rows: int = 2000,
     flush_seconds: float = 10.0,
 ) -> EvalResult:
     judge = build_client(spec.judge, None, spec.concurrency) if spec.judge is not None else None
@@ -119,7 +120,17 @@ def run_shard(spec: RunSpec, *, shard_idx: int = 0, total_shards: int = 1, **opt
     spec.validate()
     shard = Shard(shard_idx, total_shards)
     with _local_model(spec) as served:
-        return asyncio.run(_cancellable(run_spec(served, shard, **options)))
+        return _run_loop(_cancellable(run_spec(served, shard, **options)))
+
+
+def _run_loop(coro: Coroutine[Any, Any, EvalResult]) -> EvalResult:
+    """uvloop where it exists (Linux, macOS): ~7% more requests/s at zero latency, see
+    benchmarks/README.md. The loop code itself is plain asyncio."""
+    if sys.platform == "win32":
+        return asyncio.run(coro)
+    import uvloop
+
+    return uvloop.run(coro)
 
 
 async def _cancellable(coro: Coroutine[Any, Any, EvalResult]) -> EvalResult:
