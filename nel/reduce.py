@@ -10,7 +10,6 @@ unless the caller allows a partial result.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +25,9 @@ from nel.metrics import MetricInputs, compute_metrics_for
 from nel.rundir import read_progress, read_run, shard_dir, write_json_atomic
 from nel.store import SCHEMA, TERMINAL_ERROR_KINDS, part_files, read_part
 
+_DICTIONARY_COLUMNS = ("subset", "error_kind", "finish_reason")
 _KEY_COLUMNS = [
-    "problem_idx", "repeat", "subset", "error_kind", "error", "reward", "scores", "extracted_answer",
+    "problem_idx", "repeat", "subset", "error_kind", "reward", "scores", "extracted_answer",
     "finish_reason", "prompt_tokens", "completion_tokens", "reasoning_tokens", "attempts", "model_calls",
     "model_latency_s", "verify_time_s", "started_at", "finished_at",
 ]  # fmt: skip
@@ -56,9 +56,8 @@ def reduce_run(run_dir: str | Path, *, allow_partial: bool = False) -> ReduceRes
     run = read_run(run_dir)
     total_shards = int(run["total_shards"])
     expect = _expectation(run_dir, run, total_shards)
-    rows, meta, sources = _read_rows(run_dir, total_shards)
-    picked, duplicates = _pick(rows, expect.repeats)
-    problems = _problems(picked, expect, duplicates)
+    picked, duplicates, meta, sources = _read_picked(run_dir, total_shards, expect.repeats)
+    problems = _problems(picked, expect, sources)
     complete = not problems
     summary = "; ".join(problems) if problems else None
     report_path = run_dir / "report.txt"
@@ -99,29 +98,37 @@ def _expectation(run_dir: Path, run: dict[str, Any], total_shards: int) -> _Expe
     return _Expectation(ranges, repeats, missing)
 
 
-def _read_rows(run_dir: Path, total_shards: int) -> tuple[pa.Table, dict[str, str], list[Path]]:
-    """Small columns of every part, with the ``scores`` map flattened to one column per score."""
-    tables: list[pa.Table] = []
+def _read_picked(run_dir: Path, total_shards: int, repeats: int) -> tuple[pa.Table, int, dict[str, str], list[Path]]:
+    """Small columns of the picked rows of every shard, in key order.
+
+    Shard by shard, since a key never crosses shards: only one shard's unpicked rows are in
+    memory at a time. ``scores`` is flattened to one ``score:<name>`` column per score.
+    """
+    picked: list[pa.Table] = []
     sources: list[Path] = []
     meta: dict[str, str] = {}
+    duplicates = 0
     for idx in range(total_shards):
+        tables = []
         for path in part_files(shard_dir(run_dir, idx, total_shards)):
-            table = read_part(path, _KEY_COLUMNS)
+            table = read_part(path, _KEY_COLUMNS, dictionary=_DICTIONARY_COLUMNS)
             if not meta and table.schema.metadata:
                 meta = {k.decode(): v.decode() for k, v in table.schema.metadata.items()}
-            names = _score_names(meta)
-            table = _flatten_scores(table, names)
-            file_id = len(sources)
+            table = _flatten_scores(table, _score_names(meta))
+            table = table.append_column("_file", pa.array(np.full(len(table), len(sources), dtype=np.int32)))
+            table = table.append_column("_row", pa.array(np.arange(len(table), dtype=np.int32)))
             sources.append(path)
-            table = table.append_column("_file", pa.array(np.full(len(table), file_id, dtype=np.int32)))
-            table = table.append_column("_row", pa.array(np.arange(len(table), dtype=np.int64)))
             tables.append(table)
-    if not tables:
-        empty = _flatten_scores(SCHEMA.empty_table().select(_KEY_COLUMNS), _score_names(meta))
+        if tables:
+            chosen, dropped = _pick(pa.concat_tables(tables).unify_dictionaries(), repeats)
+            picked.append(chosen)
+            duplicates += dropped
+    if not picked:
+        empty = SCHEMA.empty_table().select(_KEY_COLUMNS)
+        empty = _flatten_scores(empty, _score_names(meta))
         empty = empty.append_column("_file", pa.array([], pa.int32()))
-        empty = empty.append_column("_row", pa.array([], pa.int64()))
-        return empty, meta, sources
-    return pa.concat_tables(tables), meta, sources
+        return empty.append_column("_row", pa.array([], pa.int32())), 0, meta, sources
+    return pa.concat_tables(picked, promote_options="permissive").unify_dictionaries(), duplicates, meta, sources
 
 
 def _score_names(meta: dict[str, str]) -> list[str]:
@@ -145,11 +152,11 @@ def _flatten_scores(table: pa.Table, names: list[str]) -> pa.Table:
         hit = keys == name
         dense[parents[hit]] = values[hit]
         table = table.append_column(f"score:{name}", pa.array(dense))
-    return table.drop_columns(["scores"])
+    return table.drop_columns(["scores", "reward"])
 
 
 def _pick(rows: pa.Table, repeats: int) -> tuple[pa.Table, int]:
-    """One row per key: the earliest terminal row, else the latest failed one."""
+    """One row per key, in key order: the earliest terminal row, else the latest failed one."""
     if len(rows) == 0:
         return rows, 0
     key = rows.column("problem_idx").to_numpy() * max(repeats, 1) + rows.column("repeat").to_numpy()
@@ -167,7 +174,7 @@ def _pick(rows: pa.Table, repeats: int) -> tuple[pa.Table, int]:
     return rows.take(pa.array(chosen)), duplicates
 
 
-def _problems(picked: pa.Table, expect: _Expectation, duplicates: int) -> list[str]:
+def _problems(picked: pa.Table, expect: _Expectation, sources: list[Path]) -> list[str]:
     problems: list[str] = []
     if expect.missing_shards:
         problems.append(f"shard(s) {_ranges_text(expect.missing_shards)} never started")
@@ -178,15 +185,16 @@ def _problems(picked: pa.Table, expect: _Expectation, duplicates: int) -> list[s
         if lacking.size:
             example = ", ".join(f"problem {k // expect.repeats} repeat {k % expect.repeats}" for k in lacking[:3])
             problems.append(f"shard {idx}: {lacking.size} row(s) missing (e.g. {example})")
-    kinds = picked.column("error_kind").to_pylist()
-    failed = Counter(k for k in kinds if k not in TERMINAL_ERROR_KINDS)
+    failed_mask = pc.invert(pc.is_in(picked.column("error_kind"), pa.array(sorted(TERMINAL_ERROR_KINDS))))
+    failed = pc.value_counts(picked.column("error_kind").filter(failed_mask)).to_pylist()
     if failed:
-        by_kind = ", ".join(f"{n} {k}" for k, n in failed.most_common())
-        first = next(i for i, k in enumerate(kinds) if k not in TERMINAL_ERROR_KINDS)
+        by_kind = ", ".join(f"{c['counts']} {c['values']}" for c in sorted(failed, key=lambda c: -c["counts"]))
+        first = int(np.flatnonzero(failed_mask.to_numpy(zero_copy_only=False))[0])
+        row = picked.slice(first, 1).to_pylist()[0]
+        error = read_part(sources[row["_file"]], ["error"]).column("error")[row["_row"]].as_py()
         problems.append(
-            f"{sum(failed.values())} row(s) failed ({by_kind}); first: problem "
-            f"{picked.column('problem_idx')[first].as_py()} repeat {picked.column('repeat')[first].as_py()}: "
-            f"{picked.column('error')[first].as_py()}"
+            f"{sum(c['counts'] for c in failed)} row(s) failed ({by_kind}); first: problem "
+            f"{row['problem_idx']} repeat {row['repeat']}: {error}"
         )
     return problems
 
@@ -273,7 +281,11 @@ def _value_counts(column: pa.ChunkedArray) -> dict[str, int]:
 
 
 def _write_merged(sources: list[Path], picked: pa.Table, target: Path, meta: dict[str, str]) -> None:
-    """Stream the picked rows of every part into one file, reading the next part while writing."""
+    """Stream the picked rows of every part into one file, reading the next part while writing.
+
+    Snappy, not zstd: writing this file is most of the reducer's time, and snappy encodes
+    ~1.7x faster for ~35% larger files (the part files, written once per row, stay zstd).
+    """
     files = picked.column("_file").to_numpy()
     rows = picked.column("_row").to_numpy()
     schema = SCHEMA.with_metadata({k.encode(): v.encode() for k, v in meta.items()})
@@ -281,7 +293,7 @@ def _write_merged(sources: list[Path], picked: pa.Table, target: Path, meta: dic
     wanted = [(path, take) for path, take in wanted if take.size]
     tmp = target.with_name(target.name + ".tmp")
     with ThreadPoolExecutor(max_workers=1) as reader, pq.ParquetWriter(
-        tmp, schema, compression="zstd", compression_level=1
+        tmp, schema, compression="snappy"
     ) as writer:
         pending = reader.submit(read_part, wanted[0][0]) if wanted else None
         for i, (_, take) in enumerate(wanted):
