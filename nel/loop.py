@@ -297,6 +297,21 @@ class _TaskSource:
 
 def _solved_fields(solved: SolveResult) -> dict[str, Any]:
     calls = solved.calls
+    if len(calls) == 1:  # the common case, on the hot path: no generators
+        call = calls[0]
+        return {
+            "messages": orjson.dumps(solved.messages).decode(),
+            "response": solved.response,
+            "reasoning_content": solved.reasoning_content,
+            "finish_reason": call.finish_reason,
+            "prompt_tokens": call.prompt_tokens,
+            "completion_tokens": call.completion_tokens,
+            "reasoning_tokens": call.reasoning_tokens,
+            "model_calls": 1,
+            "attempts": call.attempts,
+            "model_latency_s": call.latency_s,
+            "attempt_latencies_s": call.attempt_latencies_s,
+        }
     last = calls[-1] if calls else None
     return {
         "messages": orjson.dumps(solved.messages).decode(),
