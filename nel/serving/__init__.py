@@ -9,6 +9,8 @@ is loaded, and a missing one raises ``MissingDependencyError`` naming the instal
         ...  # POST f"{server.base_url}/chat/completions" with model=server.model_id
 """
 
+from nel.serving.engine import BatchEngine, GenerationResult, LocalServerError, SamplingParams
+from nel.serving.launcher import LocalServer, start_local_server
 from nel.serving.model import (
     BUILTIN_MODELS,
     LOCAL_EXTRA_PACKAGES,
@@ -21,16 +23,7 @@ from nel.serving.model import (
     model_id_for,
     resolve_model,
 )
-from nel.serving.server import (
-    BatchEngine,
-    GenerationResult,
-    LocalServer,
-    LocalServerError,
-    SamplingParams,
-    build_app,
-    serve_main,
-    start_local_server,
-)
+from nel.serving.server import build_app, serve_main
 
 __all__ = [
     "BUILTIN_MODELS",
