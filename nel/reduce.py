@@ -70,16 +70,19 @@ def reduce_run(run_dir: str | Path, *, allow_partial: bool = False) -> ReduceRes
             f"run {run_dir} is incomplete: {summary}. Rerun the missing shards (the same command "
             "resumes), or pass --allow-partial to reduce anyway"
         )
-    benchmark = meta.get("nel.benchmark", "benchmark")
-    metrics = _metrics(picked, benchmark, meta, expect.repeats)
-    runtime = _runtime(picked, complete, duplicates)
     paths = {
         "metrics": run_dir / "metrics.json",
         "runtime": run_dir / "runtime.json",
         "trajectories": run_dir / "trajectories.parquet",
         "report": report_path,
     }
-    _write_merged(sources, picked, paths["trajectories"], meta)
+    # The merged file (I/O and encoding, GIL mostly released) is written while the metrics
+    # (numpy) are computed: the two overlap on separate cores.
+    with ThreadPoolExecutor(max_workers=1) as background:
+        merging = background.submit(_write_merged, sources, picked, paths["trajectories"], meta)
+        metrics = _metrics(picked, meta.get("nel.benchmark", "benchmark"), meta, expect.repeats)
+        runtime = _runtime(picked, complete, duplicates)
+        merging.result()
     write_json_atomic(paths["metrics"], metrics)
     write_json_atomic(paths["runtime"], runtime)
     report_path.write_text(_report(run, summary, metrics, runtime))
