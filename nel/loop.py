@@ -268,8 +268,9 @@ class _ShardRun:
 class _TaskSource:
     """Hands workers the next (problem, repeat), seeding each problem once, on demand.
 
-    Workers pull instead of a producer pushing through a queue: no handoff per row, and
-    beyond the tasks in flight at most one problem's repeats are held.
+    Workers pull instead of a producer pushing through a queue: no handoff per row. Two
+    workers may seed two problems at once (each takes its own index first), so at most
+    ``concurrency`` problems' repeats are held beyond the tasks in flight.
     """
 
     def __init__(self, env: EvalEnvironment, problems: range, skip: set[tuple[int, int]], n_repeats: int) -> None:
@@ -278,20 +279,16 @@ class _TaskSource:
         self.n_repeats = n_repeats
         self._problems = iter(problems)
         self._pending: collections.deque[Task] = collections.deque()
-        self._lock = asyncio.Lock()
 
     async def next(self) -> Task | None:
         while not self._pending:
-            async with self._lock:  # one seeder at a time; the others wait for its tasks
-                if self._pending:
-                    break
-                idx = next(self._problems, None)
-                if idx is None:
-                    return None
-                repeats = [r for r in range(self.n_repeats) if (idx, r) not in self.skip]
-                if repeats:
-                    seed = await self.env.seed(idx)
-                    self._pending.extend(Task(idx, r, seed) for r in repeats)
+            idx = next(self._problems, None)
+            if idx is None:
+                return None
+            repeats = [r for r in range(self.n_repeats) if (idx, r) not in self.skip]
+            if repeats:
+                seed = await self.env.seed(idx)
+                self._pending.extend(Task(idx, r, seed) for r in repeats)
         return self._pending.popleft()
 
 
@@ -347,7 +344,9 @@ def _verdict_fields(verdict: VerifyResult, score_names: tuple[str, ...]) -> dict
         "correct": verdict.correct,
         "extracted_answer": verdict.extracted_answer,
         "scores": {k: float(v) for k, v in scores.items()},
-        "details": json.dumps(verdict.details, ensure_ascii=False, default=str) if verdict.details else None,
+        "details": orjson.dumps(verdict.details, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        if verdict.details
+        else None,
     }
 
 
