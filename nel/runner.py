@@ -119,7 +119,7 @@ def run_shard(spec: RunSpec, *, shard_idx: int = 0, total_shards: int = 1, **opt
     """
     spec.validate()
     shard = Shard(shard_idx, total_shards)
-    with _local_model(spec) as served:
+    with _served_model(spec, shard) as served:
         return _run_loop(_cancellable(run_spec(served, shard, **options)))
 
 
@@ -160,13 +160,29 @@ async def _cancellable(coro: Coroutine[Any, Any, EvalResult]) -> EvalResult:
 
 
 @contextlib.contextmanager
-def _local_model(spec: RunSpec) -> Iterator[RunSpec]:
-    """For ``local://`` URLs, serve the model for the duration of the run."""
-    if not spec.model.url.startswith("local://"):
-        yield spec
-        return
-    from nel.serving import start_local_server
+def _served_model(spec: RunSpec, shard: Shard) -> Iterator[RunSpec]:
+    """Serve the model (and judge) for the duration of the shard when nel is to start it:
+    a ``deployment`` (nel.deployment: any server command) or a ``local://`` URL (the embedded
+    server). The yielded spec points at the running server; otherwise it is ``spec``."""
+    with contextlib.ExitStack() as stack:
+        model = _serve(stack, spec.model, spec, shard, "model")
+        judge = None if spec.judge is None else _serve(stack, spec.judge, spec, shard, "judge")
+        if model is spec.model and judge is spec.judge:
+            yield spec
+        else:
+            yield dataclasses.replace(spec, model=model, judge=judge)
 
-    with start_local_server(spec.model.url) as server:
-        model = dataclasses.replace(spec.model, url=server.base_url)
-        yield dataclasses.replace(spec, model=model)
+
+def _serve(stack: contextlib.ExitStack, model: ModelSpec, spec: RunSpec, shard: Shard, role: str) -> ModelSpec:
+    if model.deployment is not None:
+        from nel.deployment import deployed
+
+        log = Path(spec.output_dir) / "deployment" / f"{role}-shard-{shard.idx:05d}-of-{shard.total:05d}.log"
+        url = stack.enter_context(deployed(model.deployment, model_id=model.model_id, log_path=log))
+        return dataclasses.replace(model, url=url)
+    if model.url.startswith("local://"):
+        from nel.serving import start_local_server
+
+        server = stack.enter_context(start_local_server(model.url))
+        return dataclasses.replace(model, url=server.base_url)
+    return model

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from nel.deployment import DEPLOY_URL, DeploymentSpec
 from nel.errors import ConfigError
 
 DEFAULT_CONCURRENCY = 64
@@ -24,7 +25,9 @@ class ModelSpec:
     """An OpenAI-compatible endpoint and how to sample from it.
 
     The API key itself is never part of a spec (specs are written to run.json); only the
-    name of the environment variable that holds it.
+    name of the environment variable that holds it. With a ``deployment`` the endpoint is
+    started by nel for each shard (see nel.deployment) and ``url`` may be empty or
+    ``deploy://``; the URL is never part of the run's identity either way.
     """
 
     url: str
@@ -37,11 +40,20 @@ class ModelSpec:
     timeout: float = 600.0
     max_retries: int = 5
     extra_body: dict[str, Any] = field(default_factory=dict)
+    deployment: DeploymentSpec | None = None
 
     def validate(self, where: str = "model") -> None:
-        if not self.url:
+        if self.deployment is not None:
+            self.deployment.validate(f"{where}.deployment")
+            # http(s): the address a shard's server had, as run.json may record it; replaced again
+            if self.url not in ("", DEPLOY_URL) and not self.url.startswith(("http://", "https://")):
+                raise ConfigError(
+                    f"{where}.url {self.url!r}: a model with a deployment takes its URL from the server "
+                    f"nel starts; leave url empty or {DEPLOY_URL}"
+                )
+        elif not self.url:
             raise ConfigError(f"{where}.url is empty: pass --model-url or set NEL_MODEL_URL")
-        if not self.url.startswith(("http://", "https://", "local://")):
+        elif not self.url.startswith(("http://", "https://", "local://")):
             raise ConfigError(
                 f"{where}.url {self.url!r} must start with http://, https:// or local://"
             )
@@ -145,6 +157,10 @@ def _model_from_dict(raw: Any, where: str) -> ModelSpec:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a mapping with url and model_id, got {raw!r}")
     reject_unknown_keys(ModelSpec, raw, where)
+    raw = dict(raw)
+    deployment = raw.pop("deployment", None)
+    if deployment is not None:
+        raw["deployment"] = DeploymentSpec.from_dict(deployment, f"{where}.deployment")
     return ModelSpec(**raw)
 
 
