@@ -78,7 +78,10 @@ async def run_spec(
     progress: Reporter | str = "auto",
     flush_rows: int = 2000,
     flush_seconds: float = 10.0,
+    recorded: RunSpec | None = None,
 ) -> EvalResult:
+    """Run one shard of ``spec``. ``recorded`` is the spec as the user wrote it, for run.json,
+    when ``spec`` points at a server nel started for this shard (an address that dies with it)."""
     judge = build_client(spec.judge, None, spec.concurrency) if spec.judge is not None else None
     try:
         env = build_environment(spec, judge)
@@ -97,7 +100,7 @@ async def run_spec(
             concurrency=spec.concurrency,
             shard=shard,
             identity=spec.identity(),
-            config=spec.to_dict(),
+            config=(recorded or spec).to_dict(),
             overwrite=overwrite,
             allow_partial=allow_partial,
             progress=progress,
@@ -120,7 +123,7 @@ def run_shard(spec: RunSpec, *, shard_idx: int = 0, total_shards: int = 1, **opt
     spec.validate()
     shard = Shard(shard_idx, total_shards)
     with _served_model(spec, shard) as served:
-        return _run_loop(_cancellable(run_spec(served, shard, **options)))
+        return _run_loop(_cancellable(run_spec(served, shard, recorded=spec, **options)))
 
 
 def _run_loop(coro: Coroutine[Any, Any, EvalResult]) -> EvalResult:
