@@ -240,6 +240,14 @@ def compose_plan(overrides: Sequence[str], *, launcher: str = "nel_slurm") -> La
             cfg = compose("config", overrides=args)
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(f"{' '.join(args)}: {exc}") from None
+    except (AssertionError, AttributeError) as exc:
+        # OmegaConf asserts when an override sets a key below a null node, e.g.
+        # model.deployment.command=... on a model config without a deployment block.
+        raise ConfigError(
+            f"{' '.join(args)}: cannot apply these overrides ({type(exc).__name__}: {exc}); a key below a "
+            "null node (such as model.deployment.* on a model without a deployment) cannot be set from the "
+            "command line: put the block in a conf/model/*.yaml (see docs/distributed.md)"
+        ) from None
     with open_dict(cfg):
         cfg.pop("hydra", None)
     return plan_from_config(OmegaConf.create(OmegaConf.to_container(cfg)), launcher=launcher, overrides=args)

@@ -313,3 +313,11 @@ def test_nel_serve_as_the_deployed_command_on_human_eval(tmp_path: Path) -> None
     rows = pd.read_parquet(tmp_path / "run" / "trajectories.parquet")
     assert set(rows.error_kind) == {"none"} and (rows.completion_tokens > 0).all()
     assert not [p for p in server_processes("nel.serving") if p.pid not in before]
+
+
+def test_deployment_override_on_a_model_without_one_is_a_clear_config_error() -> None:
+    from nel.launch import compose_plan
+
+    with pytest.raises(ConfigError, match=r"null node.*conf/model/\*\.yaml"):
+        compose_plan(["bench=skills/gsm8k", "model=openai_compatible",
+                      "model.deployment.command='nel serve x --port {port}'"])  # fmt: skip
