@@ -119,6 +119,15 @@ def sacct_state(job: str) -> str:
     return out.stdout.strip().split("\n")[-1].split(" ")[0]
 
 
+def settled_sacct_state(job: str, want: str, timeout: float = 30) -> str:
+    """sacct's view of ``job``, waiting up to ``timeout`` for it to become ``want``:
+    slurmdbd records a job's end a moment after the job itself ends."""
+    deadline = time.monotonic() + timeout
+    while (state := sacct_state(job)) != want and time.monotonic() < deadline:
+        time.sleep(1)
+    return state
+
+
 # --------------------------------------------------------------------------------------------
 
 
@@ -140,9 +149,14 @@ def test_array_run_matches_unsharded_and_basic_launcher(
     (submission,) = read_submissions(run_dir)
     assert submission.shards == [0, 1, 2, 3] and len(submission.tasks) == 4
     assert all(task.startswith(f"{submission.array_job}_") for task in submission.tasks)
-    assert sacct_state(submission.reducer_job) == "COMPLETED"
+    assert settled_sacct_state(submission.reducer_job, "COMPLETED") == "COMPLETED"
     status = run_status(run_dir)
     assert [s.state for s in status.shards] == ["done"] * 4 and status.complete and not status.active
+    # slurmdbd records a finished array task's state a moment after the job ends; poll briefly
+    deadline = time.monotonic() + 30
+    while {s.slurm_state for s in status.shards} != {"COMPLETED"} and time.monotonic() < deadline:
+        time.sleep(1)
+        status = run_status(run_dir)
     assert {s.slurm_state for s in status.shards} == {"COMPLETED"}
 
     # The key travelled to the compute node in the job's environment, never through a file.
@@ -332,7 +346,7 @@ def test_sbatch_templates_run_a_sharded_eval(
         )
     finally:
         subprocess.run(["scancel", array, reducer], check=False, capture_output=True)
-    assert sacct_state(reducer) == "COMPLETED", "\n".join(p.read_text() for p in logs.iterdir())
+    assert settled_sacct_state(reducer, "COMPLETED") == "COMPLETED", "\n".join(p.read_text() for p in logs.iterdir())
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["gsm8k"]["pass@1"]["num_entries"] == N_PROBLEMS
     assert sorted(p.name for p in (run_dir / "shards").iterdir()) == [
