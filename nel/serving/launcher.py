@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nel.deployment import log_tail, stop
 from nel.serving.engine import LocalServerError
 from nel.serving.model import (
     check_dependencies,
@@ -46,16 +46,7 @@ class LocalServer:
 
     def stderr_tail(self, max_lines: int = 40) -> str:
         """The last lines the server wrote to stderr (its log), for error messages."""
-        return _tail(self._stderr_path, max_lines)
-
-
-def _tail(path: Path, max_lines: int = 40, max_chars: int = 6000) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    lines = [line for line in text.splitlines() if "it/s]" not in line]  # drop progress bars
-    return "\n".join(lines[-max_lines:])[-max_chars:]
+        return log_tail(self._stderr_path, max_lines)
 
 
 @contextlib.contextmanager
@@ -72,7 +63,7 @@ def start_local_server(
     Raises ``MissingDependencyError``/``ConfigError`` before starting anything when the URL
     or the packages are wrong, and ``LocalServerError`` (with the tail of the server's
     stderr) when the subprocess dies or is not ready within ``startup_timeout`` seconds.
-    On exit the server gets SIGTERM, then SIGKILL after 10 s. The server also exits by
+    On exit its process group gets SIGTERM, then SIGKILL after 10 s. The server also exits by
     itself if this process dies.
     """
     source = resolve_model(model_url)
@@ -118,7 +109,7 @@ def start_local_server(
                 _process=process,
             )
         finally:
-            _terminate(process)
+            stop(process, grace=10.0)
 
 
 def _wait_ready(
@@ -136,25 +127,12 @@ def _wait_ready(
         if code is not None:
             raise LocalServerError(
                 f"the local model server for {model_url} exited with code {code} before it was ready; "
-                f"its stderr ends with:\n{_tail(err_path)}"
+                f"its stderr ends with:\n{log_tail(err_path)}"
             )
         if time.monotonic() > deadline:
-            _terminate(process)
+            stop(process, grace=10.0)
             raise LocalServerError(
                 f"the local model server for {model_url} was not ready after {timeout:g}s; "
-                f"its stderr ends with:\n{_tail(err_path)}"
+                f"its stderr ends with:\n{log_tail(err_path)}"
             )
         time.sleep(0.05)
-
-
-def _terminate(process: subprocess.Popen, grace: float = 10.0) -> None:
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        process.wait()
