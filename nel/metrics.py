@@ -50,6 +50,7 @@ def compute_metrics(data: MetricInputs) -> dict[str, dict[str, object]]:
     if data.gen_seconds is not None:
         common["gen_seconds"] = int(data.gen_seconds)
 
+    pending: list[tuple[dict[str, object], str, np.ndarray]] = []  # (mode, score, per problem) for the CIs
     for k in range(1, n + 1):
         out[f"pass@{k}"] = dict(common)
         if k > 1:
@@ -57,9 +58,9 @@ def compute_metrics(data: MetricInputs) -> dict[str, dict[str, object]]:
     for name, matrix in data.scores.items():
         binary = bool(np.isin(matrix, (0.0, 1.0)).all())
         for k in range(1, n + 1):
-            _put_score(out[f"pass@{k}"], name, _pass_at_k(matrix, k, binary))
+            pending.append((out[f"pass@{k}"], name, _pass_at_k(matrix, k, binary)))
             if k > 1:
-                _put_score(out[f"pass@1[avg-of-{k}]"], name, matrix[:, :k].mean(axis=1))
+                pending.append((out[f"pass@1[avg-of-{k}]"], name, matrix[:, :k].mean(axis=1)))
     for k in range(1, n + 1):
         out[f"pass@{k}"]["no_answer"] = _pct(no_answer[:, :k].all(axis=1))
         if k > 1:
@@ -68,16 +69,20 @@ def compute_metrics(data: MetricInputs) -> dict[str, dict[str, object]]:
         key = f"majority@{k}"
         out[key] = dict(common)
         for name, matrix in data.scores.items():
-            _put_score(out[key], name, _majority_at_k(data.answers[:, :k], matrix[:, :k]))
+            pending.append((out[key], name, _majority_at_k(data.answers[:, :k], matrix[:, :k])))
         out[key]["no_answer"] = _pct(no_answer[:, :k].all(axis=1))
+    _put_scores(pending)
     _add_statistics(out, data)
     return out
 
 
-def _put_score(target: dict[str, object], name: str, per_problem: np.ndarray) -> None:
-    target[name] = _pct(per_problem)
-    target[f"{name}_std_err"] = 100.0 * _std_err(per_problem)
-    target[f"{name}_ci95"] = [100.0 * v for v in _ci95(per_problem)]
+def _put_scores(pending: list[tuple[dict[str, object], str, np.ndarray]]) -> None:
+    """Score, standard error and 95% CI of every (mode, score); one shared set of resamples."""
+    intervals = _ci95(np.stack([per_problem for _, _, per_problem in pending]))
+    for (target, name, per_problem), (low, high) in zip(pending, intervals):
+        target[name] = _pct(per_problem)
+        target[f"{name}_std_err"] = 100.0 * _std_err(per_problem)
+        target[f"{name}_ci95"] = [100.0 * low, 100.0 * high]
 
 
 def _pct(per_problem: np.ndarray | np.bool_) -> float:
@@ -119,24 +124,30 @@ def _std_err(per_problem: np.ndarray) -> float:
     return float(np.std(per_problem, ddof=1) / math.sqrt(per_problem.size))
 
 
-def _ci95(per_problem: np.ndarray) -> tuple[float, float]:
-    """Percentile bootstrap over problems (seeded, so reruns agree); normal beyond 20k problems."""
-    size = per_problem.size
-    mean = float(np.mean(per_problem))
+def _ci95(values: np.ndarray) -> list[tuple[float, float]]:
+    """Percentile bootstrap over problems for each row of ``values`` (series × problems).
+
+    The resamples are drawn once (seeded, so reruns agree) as per-problem counts and shared
+    by every series, so all the means are one matrix product per chunk. Beyond 20k problems
+    the normal approximation is indistinguishable and is used instead.
+    """
+    series, size = values.shape
+    means = values.mean(axis=1)
     if size < 2:
-        return (mean, mean)
+        return [(float(m), float(m)) for m in means]
     if size > BOOTSTRAP_MAX_PROBLEMS:
-        half = 1.959964 * _std_err(per_problem)
-        return (mean - half, mean + half)
+        half = 1.959964 * values.std(axis=1, ddof=1) / math.sqrt(size)
+        return [(float(m - h), float(m + h)) for m, h in zip(means, half)]
     rng = np.random.default_rng(0)
-    means = np.empty(BOOTSTRAP_RESAMPLES)
+    boot = np.empty((series, BOOTSTRAP_RESAMPLES))
     chunk = max(1, 2_000_000 // size)
     for start in range(0, BOOTSTRAP_RESAMPLES, chunk):
-        stop = min(start + chunk, BOOTSTRAP_RESAMPLES)
-        idx = rng.integers(0, size, size=(stop - start, size))
-        means[start:stop] = per_problem[idx].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return (float(low), float(high))
+        rows = min(start + chunk, BOOTSTRAP_RESAMPLES) - start
+        picks = rng.integers(0, size, size=(rows, size)) + np.arange(rows)[:, None] * size
+        counts = np.bincount(picks.ravel(), minlength=rows * size).reshape(rows, size)
+        boot[:, start : start + rows] = values @ counts.T / size
+    low, high = np.percentile(boot, [2.5, 97.5], axis=1)
+    return [(float(lo), float(hi)) for lo, hi in zip(low, high)]
 
 
 def _add_statistics(out: dict[str, dict[str, object]], data: MetricInputs) -> None:
