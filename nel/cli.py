@@ -16,11 +16,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from nel.errors import ConfigError, DataError, IncompleteRunError, NelError, StoreError
+from nel.errors import ExitCode, NelError, exit_code_for
 from nel.spec import ModelSpec, RunSpec
 from nel.version import __version__
 
-EXIT_OK, EXIT_INCOMPLETE, EXIT_CONFIG, EXIT_DATA = 0, 1, 2, 3
+# Kept for scripts and tests that imported them from here; ExitCode is the table.
+EXIT_OK, EXIT_INCOMPLETE, EXIT_CONFIG, EXIT_DATA = (
+    ExitCode.OK,
+    ExitCode.INCOMPLETE,
+    ExitCode.USAGE,
+    ExitCode.DATA,
+)
 
 
 # Commands with their own argument parsers, imported only when used (they pull in torch, Hydra or
@@ -41,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(getattr(importlib.import_module(module), func)(argv[1:]))
         except NelError as exc:
             print(f"nel: error: {exc}", file=sys.stderr)
-            return _exit_code(exc)
+            return int(exit_code_for(exc))
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -51,20 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except NelError as exc:
         print(f"nel: error: {exc}", file=sys.stderr)
-        return _exit_code(exc)
+        return int(exit_code_for(exc))
     except KeyboardInterrupt:
         print("nel: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
-
-
-def _exit_code(exc: NelError) -> int:
-    if isinstance(exc, IncompleteRunError):
-        return EXIT_INCOMPLETE
-    if isinstance(exc, (DataError, StoreError)):
-        return EXIT_DATA
-    if isinstance(exc, ConfigError):
-        return EXIT_CONFIG
-    return EXIT_INCOMPLETE
+        return int(ExitCode.INTERRUPTED)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,11 +76,15 @@ def _parser() -> argparse.ArgumentParser:
 
     reduce = sub.add_parser("reduce", help="merge a run's shards into metrics")
     reduce.add_argument("run_dir")
-    reduce.add_argument("--allow-partial", action="store_true", help="reduce even with missing or failed rows")
+    reduce.add_argument(
+        "--allow-partial", action="store_true", help="reduce even with missing or failed rows"
+    )
     reduce.set_defaults(func=_cmd_reduce)
 
     lister = sub.add_parser("list", help="list the benchmarks nel knows")
-    lister.add_argument("--data-dir", help="where prepared data lives (default: NEL_DATA_DIR or a user cache)")
+    lister.add_argument(
+        "--data-dir", help="where prepared data lives (default: NEL_DATA_DIR or a user cache)"
+    )
     lister.add_argument("--skills-backend", choices=("auto", "native", "nemo_skills"), default="auto")
     lister.set_defaults(func=_cmd_list)
 
@@ -102,9 +102,15 @@ def _parser() -> argparse.ArgumentParser:
 def _add_run_flags(run: argparse.ArgumentParser) -> None:
     env = os.environ.get
     run.add_argument("--bench", required=True, help="benchmark URI, e.g. skills://gsm8k")
-    run.add_argument("--model-url", default=env("NEL_MODEL_URL"), help="OpenAI-compatible base URL (NEL_MODEL_URL)")
-    run.add_argument("--model-id", default=env("NEL_MODEL_ID"), help="model name sent in requests (NEL_MODEL_ID)")
-    run.add_argument("--api-key", help="API key (default: NEL_API_KEY or OPENAI_API_KEY); never written anywhere")
+    run.add_argument(
+        "--model-url", default=env("NEL_MODEL_URL"), help="OpenAI-compatible base URL (NEL_MODEL_URL)"
+    )
+    run.add_argument(
+        "--model-id", default=env("NEL_MODEL_ID"), help="model name sent in requests (NEL_MODEL_ID)"
+    )
+    run.add_argument(
+        "--api-key", help="API key (default: NEL_API_KEY or OPENAI_API_KEY); never written anywhere"
+    )
     run.add_argument("--repeats", type=int, default=1)
     run.add_argument("--max-problems", type=int)
     run.add_argument("--system-prompt")
@@ -117,10 +123,18 @@ def _add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument("--timeout", type=float, default=600.0, help="seconds per HTTP attempt")
     run.add_argument("--max-retries", type=int, default=5)
     run.add_argument("--data-dir")
-    run.add_argument("--skills-backend", choices=("auto", "native", "nemo_skills"), default="auto",
-                     help="skills:// benchmarks: nel's native catalog or the nemo_skills package (auto: it if importable)")
-    run.add_argument("--judge-url", default=env("NEL_JUDGE_URL"), help="judge endpoint for judge-graded benchmarks")
-    run.add_argument("--judge-model", default=env("NEL_JUDGE_MODEL"), help="judge model name (key: NEL_JUDGE_API_KEY)")
+    run.add_argument(
+        "--skills-backend",
+        choices=("auto", "native", "nemo_skills"),
+        default="auto",
+        help="skills:// benchmarks: nel's native catalog or the nemo_skills package (auto: it if importable)",
+    )
+    run.add_argument(
+        "--judge-url", default=env("NEL_JUDGE_URL"), help="judge endpoint for judge-graded benchmarks"
+    )
+    run.add_argument(
+        "--judge-model", default=env("NEL_JUDGE_MODEL"), help="judge model name (key: NEL_JUDGE_API_KEY)"
+    )
     run.add_argument("--output-dir", required=True)
     run.add_argument("--overwrite", action="store_true", help="delete a previous run in --output-dir first")
     run.add_argument("--allow-partial", action="store_true", help="write metrics even if rows failed")

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from nel.errors import ConfigError, NelError
+from nel.errors import ConfigError, ExitCode, NelError, exit_code_for
 from nel.rundir import read_progress, read_run, shard_dir
 from nel.slurm import (
     ACTIVE_STATES,
@@ -43,7 +43,12 @@ from nel.slurm import (
 )
 from nel.spec import RunSpec
 
-EXIT_COMPLETE, EXIT_NEEDS_RESUME, EXIT_BAD_INPUT, EXIT_IN_PROGRESS = 0, 1, 2, 3
+EXIT_COMPLETE, EXIT_NEEDS_RESUME, EXIT_BAD_INPUT, EXIT_IN_PROGRESS = (
+    ExitCode.OK,
+    ExitCode.INCOMPLETE,
+    ExitCode.USAGE,
+    ExitCode.IN_PROGRESS,
+)
 # A job sbatch accepted may be in neither squeue's nor sacct's answer for a moment.
 _GRACE_S = 60.0
 
@@ -299,7 +304,7 @@ def status_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="nel status",
         description="Show where every shard of a run stands: done, running, pending, failed (with the "
-        "tail of its log) or missing. Exit 0 complete, 3 in progress, 1 needs `nel resume`, 2 bad input.",
+        "tail of its log) or missing. Exit 0 complete, 5 in progress, 1 needs `nel resume`, 2 bad input (docs/cli.md).",
     )
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--json", action="store_true", help="print the status as JSON")
@@ -312,7 +317,7 @@ def status_main(argv: Sequence[str] | None = None) -> int:
         status = watch(args.run_dir, poll_s=args.poll) if args.wait else run_status(args.run_dir)
     except NelError as exc:
         print(f"nel status: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return int(exit_code_for(exc))
     if args.json:
         print(json.dumps(_status_json(status), indent=2))
     else:
@@ -354,7 +359,7 @@ def resume_main(argv: Sequence[str] | None = None) -> int:
         return _resume(args)
     except NelError as exc:
         print(f"nel resume: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return int(exit_code_for(exc))
 
 
 def _resume(args: argparse.Namespace) -> int:

@@ -39,15 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nel.errors import ConfigError, NelError
+from nel.errors import ConfigError, DeploymentError
 
 PLACEHOLDERS = ("port", "model", "checkpoint", "tp")
 DEPLOY_URL = "deploy://"
 """What ``model.url`` may say for a deployed model (an empty URL is accepted as well)."""
-
-
-class DeploymentError(NelError):
-    """A deployed model server exited before it was healthy or never became healthy."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +93,9 @@ class DeploymentSpec:
         if "model" in names and not model_id:
             raise ConfigError("model.deployment.command uses {model} but the model has no model_id")
         if "checkpoint" in names and not checkpoint:
-            raise ConfigError("model.deployment.command uses {checkpoint} but neither checkpoint nor model_id is set")
+            raise ConfigError(
+                "model.deployment.command uses {checkpoint} but neither checkpoint nor model_id is set"
+            )
         text = self.command.format(port=port, model=model_id or "", checkpoint=checkpoint or "", tp=self.tp)
         try:
             argv = shlex.split(text)
@@ -181,7 +179,9 @@ def deployed(
             stop(process, spec.stop_grace)
 
 
-def _wait_healthy(process: subprocess.Popen, port: int, spec: DeploymentSpec, argv: list[str], log: Path) -> None:
+def _wait_healthy(
+    process: subprocess.Popen, port: int, spec: DeploymentSpec, argv: list[str], log: Path
+) -> None:
     url = f"http://127.0.0.1:{port}{spec.health_path}"
     started = time.monotonic()
     deadline = started + spec.startup_timeout

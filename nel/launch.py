@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nel.errors import ConfigError, NelError
+from nel.errors import ConfigError, ExitCode, NelError, exit_code_for
 from nel.rundir import utcnow
 from nel.slurm import ClusterSettings
 from nel.spec import RunSpec
@@ -370,7 +370,7 @@ def _task(cfg: Any) -> None:
         code = execute(plan)
     except NelError as exc:
         print(f"nel.launch: {exc}", file=sys.stderr, flush=True)
-        code = 2
+        code = int(exit_code_for(exc))
     _EXIT[0] = max(_EXIT[0], code)
 
 
@@ -383,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = normalize_overrides(args, check_groups=not custom_search)
     except ConfigError as exc:
         print(f"nel.launch: {exc}", file=sys.stderr)
-        return 2
+        return int(ExitCode.USAGE)
     register_schema()
     entry = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(_task)
     saved = sys.argv

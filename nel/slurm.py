@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nel.errors import ConfigError, NelError, StoreError
+from nel.errors import ConfigError, SlurmError, StoreError
 from nel.rundir import utcnow, write_json_atomic
 from nel.spec import RunSpec, reject_unknown_keys
 
@@ -50,10 +50,6 @@ FAILED_STATES = frozenset(
     {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
      "DEADLINE", "REVOKED"}
 )  # fmt: skip
-
-
-class SlurmError(NelError):
-    """sbatch/squeue/sacct failed or is missing; the message carries the command and its stderr."""
 
 
 @dataclass(frozen=True)

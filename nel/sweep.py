@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nel.errors import ConfigError, NelError, StoreError
+from nel.errors import ConfigError, ExitCode, NelError, StoreError, exit_code_for
 
 RESULTS_SCHEMA_VERSION = "1"
 _SWEEP_KEYS = {
@@ -406,11 +406,11 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
         with _sweep_lock(Path(sweep_file.results)) as locked:
             if not locked:
                 print(f"nel sweep: another sweep holds the lock of {sweep_file.results}; nothing done")
-                return 3
+                return ExitCode.IN_PROGRESS
             outcomes = sweep(sweep_file, dry_run=args.dry_run)
     except NelError as exc:
         print(f"nel sweep: {exc}", file=sys.stderr)
-        return 2
+        return exit_code_for(exc)
     return _print_outcomes(outcomes, as_json=args.json)
 
 
@@ -434,5 +434,5 @@ def _print_outcomes(outcomes: list[Outcome], *, as_json: bool) -> int:
             )
     actions = {o.action for o in outcomes}
     if actions & {"error", "gave-up"}:
-        return 1
-    return 0 if actions <= {"complete", "collected"} else 3
+        return ExitCode.INCOMPLETE
+    return ExitCode.OK if actions <= {"complete", "collected"} else ExitCode.IN_PROGRESS

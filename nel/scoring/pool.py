@@ -56,7 +56,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from nel.errors import ScoringError
+from nel.errors import ScoringError, ScoringTaskError, ScoringTimeoutError
 
 __all__ = ["ScoringPool", "ScoringTaskError", "ScoringTimeoutError"]
 
@@ -70,31 +70,6 @@ _MAX_STARTUP_FAILURES = 3  # consecutive workers dying before they are ready -> 
 _STEAL_AFTER_S = 0.1  # an item this far past its timeout: move the items queued behind it
 # progress slot layout (doubles): current item id, its start (time.monotonic), ready flag
 _P_ITEM, _P_START, _P_READY = 0, 1, 2
-
-
-class ScoringTimeoutError(ScoringError):
-    """A scoring call ran past its timeout.
-
-    ``hard`` is True when the worker had to be killed (it ignored the in-process timer).
-    """
-
-    def __init__(self, message: str, *, timeout: float | None = None, hard: bool = False) -> None:
-        super().__init__(message)
-        self.timeout = timeout
-        self.hard = hard
-
-
-class ScoringTaskError(ScoringError):
-    """A scoring call raised, or its worker process died while running it.
-
-    ``exc_type`` names the original exception class ("WorkerDied" for a dead worker) and
-    ``remote_traceback`` holds the worker's formatted traceback.
-    """
-
-    def __init__(self, message: str, *, exc_type: str = "", remote_traceback: str = "") -> None:
-        super().__init__(message)
-        self.exc_type = exc_type
-        self.remote_traceback = remote_traceback
 
 
 # --------------------------------------------------------------------------------------------

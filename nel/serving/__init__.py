@@ -9,7 +9,8 @@ is loaded, and a missing one raises ``MissingDependencyError`` naming the instal
         ...  # POST f"{server.base_url}/chat/completions" with model=server.model_id
 """
 
-from nel.serving.engine import BatchEngine, GenerationResult, LocalServerError, SamplingParams
+from nel.errors import LocalServerError
+from nel.serving.engine import BatchEngine, GenerationResult, SamplingParams
 from nel.serving.launcher import LocalServer, start_local_server
 from nel.serving.model import (
     BUILTIN_MODELS,

