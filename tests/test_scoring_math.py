@@ -10,6 +10,7 @@ import time
 import pytest
 
 from nel.errors import ScoringError
+from nel.execution.pool import ScoringPool, ScoringTaskError, ScoringTimeoutError
 from nel.scoring import math as nel_math
 from nel.scoring.math import (
     MathScorer,
@@ -18,7 +19,6 @@ from nel.scoring.math import (
     extract_boxed,
     math_equal,
 )
-from nel.scoring.pool import ScoringPool, ScoringTaskError, ScoringTimeoutError
 
 # ------------------------------------------------------------------ helpers run in workers
 

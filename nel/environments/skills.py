@@ -16,7 +16,7 @@ from typing import Any
 from nel.client import ModelClient
 from nel.environments.base import EvalEnvironment
 from nel.errors import ConfigError, DataError
-from nel.scoring.sandbox import CodeExecutor
+from nel.execution.sandbox import CodeExecutor
 from nel.skills.backends import SkillsBackend, select_backend
 from nel.skills.catalog import SCORE_NAMES
 from nel.skills.data import read_jsonl, resolve_data_dir, split_path

@@ -26,7 +26,7 @@ import uuid
 from typing import Any
 
 from nel.errors import ScoringError
-from nel.scoring.sandbox import CodeExecutor, ExecutionResult, run_code
+from nel.execution.sandbox import CodeExecutor, ExecutionResult, run_code
 from nel.types import VerifyResult
 
 __all__ = [
@@ -142,8 +142,8 @@ async def score_humaneval(
 
     ``problem`` is a HumanEval record (``prompt``, ``test``, ``entry_point``; ``task_id``
     optional). ``executor`` is anything with ``async run(code, *, timeout=...)``: a
-    :class:`~nel.scoring.sandbox.LocalSandbox` (its semaphore bounds concurrency), a
-    :class:`~nel.scoring.sandbox.SandboxClient`, or None for a direct local :func:`run_code`.
+    :class:`~nel.execution.sandbox.LocalSandbox` (its semaphore bounds concurrency), a
+    :class:`~nel.execution.sandbox.SandboxClient`, or None for a direct local :func:`run_code`.
     """
     try:
         prompt, test, entry_point = problem["prompt"], problem["test"], problem["entry_point"]

@@ -41,7 +41,7 @@ Offline use. ``ifbench`` wants the network in three places, none of which works 
   score it exactly.
 
 All public functions are module level and take and return plain picklable values, so
-:func:`score_instruction_following` can run in ``nel.scoring.pool.ScoringPool``. The first
+:func:`score_instruction_following` can run in ``nel.execution.pool.ScoringPool``. The first
 call in a process imports the checkers and NLTK (about 0.5 s, plus building the cache
 directory once per machine); :func:`prepare` does that up front.
 """

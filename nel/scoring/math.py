@@ -12,7 +12,7 @@ signs, ``\text{}`` units, percent signs, degree signs, ``\left``/``\right``, ``\
 fractions, thousands separators) or as sets/tuples of numbers. The literal path only answers
 when the answer is certain; everything else goes to math-verify (``parse`` + ``verify``,
 SymPy underneath), which is slow (milliseconds) and can hang on adversarial input. Hence
-:class:`MathScorer` runs comparisons in a :class:`~nel.scoring.pool.ScoringPool`. For two
+:class:`MathScorer` runs comparisons in a :class:`~nel.execution.pool.ScoringPool`. For two
 plain expressions, a numeric evaluation and an ``expand`` between math-verify's ``parse`` and
 ``verify`` give math-verify's verdict without its ``simplify`` where that is provably the same
 answer (:func:`_quick_verdict`).
@@ -35,7 +35,7 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
 from nel.errors import ScoringError
-from nel.scoring.pool import ScoringPool, ScoringTimeoutError
+from nel.execution.pool import ScoringPool, ScoringTimeoutError
 from nel.types import VerifyResult
 
 __all__ = [
@@ -544,7 +544,7 @@ def math_equal(predicted: str, expected: str, *, timeout: float = 10.0) -> bool:
     Cheap literal checks first; math-verify only when they cannot decide. ``timeout`` bounds
     the math-verify step with a SIGALRM timer, which Python only allows in the main thread:
     elsewhere the call is untimed (use :class:`MathScorer` / :class:`ScoringPool` for that).
-    Raises :class:`~nel.scoring.pool.ScoringTimeoutError` when the timer expires.
+    Raises :class:`~nel.execution.pool.ScoringTimeoutError` when the timer expires.
     """
     return compare_answers(predicted, expected, timeout)[0]
 

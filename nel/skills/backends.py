@@ -16,7 +16,7 @@ from typing import Protocol
 
 from nel.client import ModelClient
 from nel.errors import ConfigError, UnknownBenchmarkError
-from nel.scoring.sandbox import CodeExecutor
+from nel.execution.sandbox import CodeExecutor
 from nel.skills.catalog import CATALOG, Benchmark, get_benchmark
 from nel.skills.prepare import prepare
 from nel.skills.prompts import build_messages, get_prompt_config

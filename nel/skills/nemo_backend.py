@@ -32,7 +32,7 @@ from typing import Any
 
 from nel.client import ModelClient
 from nel.errors import ConfigError, DataError, ScoringError, UnknownBenchmarkError
-from nel.scoring.sandbox import CodeExecutor
+from nel.execution.sandbox import CodeExecutor
 from nel.skills.catalog import SCORE_NAMES, suggest
 from nel.skills.data import read_jsonl, split_path
 from nel.skills.judge import ask_judge, judge_details

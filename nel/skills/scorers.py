@@ -18,10 +18,10 @@ from typing import Any, Protocol
 
 from nel.client import ModelClient
 from nel.errors import ConfigError, ScoringError
+from nel.execution.pool import ScoringPool
+from nel.execution.sandbox import CodeExecutor
 from nel.scoring.exact_match import score_exact_match
 from nel.scoring.multichoice import DEFAULT_LETTERS, score_multichoice
-from nel.scoring.pool import ScoringPool
-from nel.scoring.sandbox import CodeExecutor
 from nel.skills.judge import VERDICTS, JudgeScorer
 from nel.types import VerifyResult
 
@@ -137,7 +137,7 @@ class HumanEvalRowScorer:
     """``evalplus`` (HumanEval): the problem's tests against the response's code, sandboxed."""
 
     def __init__(self, options: ScoringOptions) -> None:
-        from nel.scoring.sandbox import LocalSandbox
+        from nel.execution.sandbox import LocalSandbox
 
         self.options = options
         self.executor = options.executor or LocalSandbox(max_concurrency=os.cpu_count() or 1)

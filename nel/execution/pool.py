@@ -281,7 +281,7 @@ class ScoringPool:
             raise ValueError("ScoringPool needs the spawn or forkserver start method, not fork")
         if self._ctx.get_start_method() == "forkserver" and self._preload:
             # Only effective if this process has not started its forkserver yet.
-            self._ctx.set_forkserver_preload(["nel.scoring.pool", *self._preload])
+            self._ctx.set_forkserver_preload(["nel.execution.pool", *self._preload])
         self._ids = itertools.count(1)
         self._chunk_ids = itertools.count(1)
         self._pending: collections.deque[_Item] = collections.deque()
