@@ -4,6 +4,7 @@
     ├── ConfigError                a flag, config file or spec value is wrong            exit 2
     │   ├── UnknownBenchmarkError
     │   ├── RunConflictError       the output dir holds a run with a different config
+    │   ├── NotARunError           a path given as a run dir holds no run.json
     │   └── MissingDependencyError a package a feature needs is not installed
     ├── DataError                  a dataset file or row is missing or malformed        exit 3
     ├── StoreError                 a Parquet part or run file cannot be read            exit 3
@@ -61,6 +62,10 @@ class UnknownBenchmarkError(ConfigError):
 
 class RunConflictError(ConfigError):
     pass
+
+
+class NotARunError(ConfigError):
+    """A path given as a run directory holds no run.json: a wrong argument, not bad data."""
 
 
 class MissingDependencyError(ConfigError):

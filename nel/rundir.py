@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nel.errors import RunConflictError, StoreError
+from nel.errors import NotARunError, RunConflictError, StoreError
 from nel.spec import identity_hash
 from nel.version import __version__
 
@@ -89,7 +89,7 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise StoreError(f"{run_dir} is not a nel run directory: {RUN_FILE} is missing") from None
+        raise NotARunError(f"{run_dir} is not a nel run directory: {RUN_FILE} is missing") from None
     except (OSError, ValueError) as exc:
         raise StoreError(f"cannot read {path}: {exc}") from exc
     if not isinstance(data, dict) or "run_id" not in data or "total_shards" not in data:
