@@ -27,7 +27,9 @@ Messages name the file, row, shard or URL at fault, so one line is enough to act
 
 from __future__ import annotations
 
+import difflib
 import enum
+from collections.abc import Iterable
 
 
 class ExitCode(enum.IntEnum):
@@ -150,6 +152,13 @@ def exit_code_for(exc: BaseException) -> ExitCode:
     if isinstance(exc, KeyboardInterrupt):
         return ExitCode.INTERRUPTED
     return ExitCode.INCOMPLETE
+
+
+def suggest(name: str, known: Iterable[str]) -> str:
+    """For a message about an unknown ``name``: ``"; did you mean 'gpqa'?"`` or the known names."""
+    known = sorted(known)
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
 
 
 class ModelCallError(NelError):

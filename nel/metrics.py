@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -37,7 +36,25 @@ class MetricInputs:
     gen_seconds: float | None = None
 
 
-def compute_metrics(data: MetricInputs) -> dict[str, dict[str, object]]:
+Metrics = dict[str, dict[str, object]]
+"""mode (``pass@1``, ``majority@4``, ...) -> metric name -> value: one benchmark's or subset's metrics."""
+
+MetricsHook = Callable[[MetricInputs, Metrics], Metrics]
+"""A METRICS_TYPE's extras: the inputs and the generic metrics -> the final metrics.
+
+Most NeMo-Skills metrics types aggregate plain per-score pass@k; a few derive more (or fewer)
+keys. The caller passes the hook in (the reducer takes it from the benchmark's scoring type,
+``nel.skills.scoring_types``), so this module knows no METRICS_TYPE by name.
+"""
+
+
+def compute_metrics(data: MetricInputs, extra: MetricsHook | None = None) -> Metrics:
+    """The generic metrics of ``data``, then ``extra`` applied to them (if given and not empty)."""
+    out = _generic_metrics(data)
+    return extra(data, out) if extra is not None and out else out
+
+
+def _generic_metrics(data: MetricInputs) -> Metrics:
     num_problems, n = data.answers.shape
     if num_problems == 0:
         return {}
@@ -170,86 +187,7 @@ def _add_statistics(out: dict[str, dict[str, object]], data: MetricInputs) -> No
             }
 
 
-# ------------------------------------------------------------------ per-METRICS_TYPE extras
-# Most NeMo-Skills metrics types aggregate plain per-score pass@k, which compute_metrics does.
-# A few derive more (or fewer) keys; their hook takes the inputs and compute_metrics' output
-# and returns the final metrics. The reducer picks the hook by the ``nel.metrics_type`` the
-# environment wrote into every Parquet part.
-
-MetricsHook = Callable[[MetricInputs, dict[str, dict[str, object]]], dict[str, dict[str, object]]]
-
-
-def compute_metrics_for(metrics_type: str | None, data: MetricInputs) -> dict[str, dict[str, object]]:
-    """``compute_metrics`` plus the extras of ``metrics_type`` (see ``EXTRA_METRICS``)."""
-    out = compute_metrics(data)
-    hook = EXTRA_METRICS.get(metrics_type or "")
-    return hook(data, out) if hook is not None and out else out
-
-
-def _drop_no_answer(out: dict[str, dict[str, object]]) -> None:
+def drop_no_answer(out: Metrics) -> None:
+    """For metrics types whose NeMo-Skills metrics compute no ``no_answer``."""
     for bucket in out.values():
         bucket.pop("no_answer", None)
-
-
-def _simpleqa_extras(data: MetricInputs, out: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
-    """NeMo-Skills' SimpleQA: ``accuracy_given_attempted`` and ``f1`` from each bucket's
-    correct/incorrect percentages; it computes no ``no_answer``."""
-    _drop_no_answer(out)
-    for bucket in out.values():
-        correct = float(bucket.get("correct", 0.0)) / 100  # type: ignore[arg-type]
-        incorrect = float(bucket.get("incorrect", 0.0)) / 100  # type: ignore[arg-type]
-        attempted = correct + incorrect
-        given = correct / attempted if attempted > 0 else 0.0
-        f1 = 2 * given * correct / (given + correct) if given + correct > 0 else 0.0
-        bucket["accuracy_given_attempted"] = 100.0 * given
-        bucket["f1"] = 100.0 * f1
-    return out
-
-
-def _hle_extras(data: MetricInputs, out: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
-    """NeMo-Skills' HLE metrics are MathMetrics with ``compute_no_answer=False``."""
-    _drop_no_answer(out)
-    return out
-
-
-def _if_metrics(data: MetricInputs, out: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
-    """NeMo-Skills' ``if`` metrics (prompt/instruction, strict/loose accuracies).
-
-    Rows carry counts (``prompt_*`` 0/1, ``instruction_*`` followed instructions,
-    ``num_instructions``); they are turned back into per-sample results and aggregated by
-    ``nel.scoring.instruction_following.if_aggregate``, the one implementation of that
-    arithmetic in nel. The generic per-count pass@k is dropped: it means nothing here.
-    """
-    from nel.scoring.instruction_following import if_aggregate
-
-    s = data.scores
-    problems, n = data.answers.shape
-    per_problem = s["num_instructions"].max(axis=1).astype(int)
-    rows = []
-    for p in range(problems):
-        samples = []
-        for r in range(n):
-            total = int(per_problem[p])
-            sample: dict[str, Any] = {
-                "instruction_id_list": [""] * total,
-                "num_generated_tokens": int(data.completion_tokens[p, r]),
-                "num_reasoning_tokens": int(data.reasoning_tokens[p, r]),
-            }
-            for mode in ("strict", "loose"):
-                followed = int(s[f"instruction_{mode}"][p, r])
-                sample[f"{mode}_eval"] = {
-                    "follow_all_instructions": bool(s[f"prompt_{mode}"][p, r]),
-                    "follow_instruction_list": [True] * followed + [False] * (total - followed),
-                }
-            samples.append(sample)
-        rows.append(samples)
-    if data.gen_seconds is not None and rows:
-        rows[0][0].update(generation_start_time=0.0, generation_end_time=float(data.gen_seconds))
-    return if_aggregate(rows)
-
-
-EXTRA_METRICS: dict[str, MetricsHook] = {
-    "simpleqa": _simpleqa_extras,
-    "hle": _hle_extras,
-    "if": _if_metrics,
-}

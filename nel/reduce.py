@@ -21,8 +21,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from nel.errors import IncompleteRunError
-from nel.metrics import MetricInputs, compute_metrics_for
+from nel.metrics import MetricInputs, compute_metrics
 from nel.rundir import read_progress, read_run, shard_dir, write_json_atomic
+from nel.skills.scoring_types import extra_metrics
 from nel.store import SCHEMA, TERMINAL_ERROR_KINDS, part_files, read_part
 
 _DICTIONARY_COLUMNS = ("subset", "error_kind", "finish_reason")
@@ -211,10 +212,8 @@ def _metrics(picked: pa.Table, benchmark: str, meta: dict[str, str], repeats: in
     subsets = [s for s in pc.unique(picked.column("subset")).to_pylist() if s is not None]
     for subset in sorted(subsets):
         groups[f"{benchmark}-{subset}"] = picked.filter(pc.equal(picked.column("subset"), subset))
-    metrics_type = meta.get("nel.metrics_type")
-    return {
-        name: compute_metrics_for(metrics_type, _inputs(table, score_names, repeats)) for name, table in groups.items()
-    }
+    extra = extra_metrics(meta.get("nel.metrics_type"))  # None for a type nel has no scoring type for
+    return {name: compute_metrics(_inputs(table, score_names, repeats), extra) for name, table in groups.items()}
 
 
 def _inputs(table: pa.Table, score_names: list[str], repeats: int) -> MetricInputs:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
+from nel.metrics import MetricInputs, compute_metrics
 from nel.scoring.exact_match import exact_match, extract_short_answer, normalize_answer, score_exact_match
 from nel.scoring.simpleqa import (
     CORRECT,
@@ -14,9 +16,24 @@ from nel.scoring.simpleqa import (
     parse_simpleqa_verdict,
     score_simpleqa_verdict,
     simpleqa_judge_prompt,
-    simpleqa_metrics,
     simpleqa_scores,
 )
+from nel.skills.scoring_types import extra_metrics
+
+
+def simpleqa_metrics(verdicts: list[str | None]) -> dict[str, float]:
+    """The SimpleQA scoring type's metrics of one repeat of ``verdicts``, as fractions."""
+    scored = [score_simpleqa_verdict(v).scores for v in verdicts]
+    data = MetricInputs(
+        scores={name: np.array([[s[name]] for s in scored]) for name in ("correct", "incorrect", "not_attempted")},
+        answers=np.zeros((len(verdicts), 1), dtype=int),
+        completion_tokens=np.zeros((len(verdicts), 1)),
+        reasoning_tokens=np.zeros((len(verdicts), 1)),
+    )
+    out = compute_metrics(data, extra_metrics("simpleqa"))["pass@1"]
+    fractions = {k: float(v) / 100 for k, v in out.items() if isinstance(v, float) and not k.endswith("_err")}
+    return {**fractions, "num_entries": out["num_entries"]}  # type: ignore[dict-item]
+
 
 # --------------------------------------------------------------------------- exact match
 
@@ -158,7 +175,10 @@ def test_metrics_mixed_inputs_and_unparseable_counts_not_attempted() -> None:
 
 
 def test_metrics_edge_cases() -> None:
-    assert simpleqa_metrics([])["f1"] == 0.0
+    assert compute_metrics(
+        MetricInputs({"correct": np.zeros((0, 1))}, np.zeros((0, 1), int), np.zeros((0, 1)), np.zeros((0, 1))),
+        extra_metrics("simpleqa"),
+    ) == {}  # no rows, no metrics (there was an f1 of 0.0 here when SimpleQA had a second implementation)
     nothing_attempted = simpleqa_metrics(["C", "C"])
     assert nothing_attempted["accuracy_given_attempted"] == 0.0
     assert nothing_attempted["f1"] == 0.0

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 
 from nel.cli import EXIT_OK, main
-from nel.metrics import MetricInputs, compute_metrics_for
+from nel.metrics import MetricInputs, Metrics, compute_metrics
 from nel.skills.backends import NativeBackend
-from nel.skills.catalog import CATALOG, SCORE_NAMES, get_benchmark
+from nel.skills.catalog import CATALOG, get_benchmark
 from nel.skills.listing import list_benchmarks
 from nel.skills.prompts import PROMPT_CONFIGS, template_fields
+from nel.skills.scoring_types import extra_metrics, scoring_type
 
 TABLE = {  # the seed's benchmark table -> catalog name
     "AIME 2024": "aime24", "AIME 2025": "aime25", "HMMT Feb 2025": "hmmt_feb25", "GSM8K": "gsm8k",
@@ -35,7 +36,7 @@ def test_runnable_rows_are_complete_and_the_others_say_why():
             assert backend.unsupported_reason() is None, bench.name
         if backend.unsupported_reason() is None:
             assert bench.prompt_config in PROMPT_CONFIGS, bench.name
-            assert bench.score_names == SCORE_NAMES[bench.metrics_type]
+            assert bench.score_names == scoring_type(bench.metrics_type).score_names
             assert bench.convert is not None and bench.sources
             # the prompt only reads fields the prepared rows are checked to have
             assert template_fields(PROMPT_CONFIGS[bench.prompt_config].user) - {"examples"} <= set(
@@ -70,6 +71,10 @@ def test_unknown_name_suggests_a_close_one():
 
 
 # ---------------------------------------------------------------- per-type metrics
+
+
+def compute_metrics_for(metrics_type: str, data: MetricInputs) -> Metrics:
+    return compute_metrics(data, extra_metrics(metrics_type))
 
 
 def _inputs(scores: dict[str, list[list[float]]], answers: list[list[int]] | None = None) -> MetricInputs:

@@ -18,9 +18,8 @@ from nel.environments.base import EvalEnvironment
 from nel.errors import ConfigError, DataError
 from nel.execution.sandbox import CodeExecutor
 from nel.skills.backends import SkillsBackend, select_backend
-from nel.skills.catalog import SCORE_NAMES
 from nel.skills.data import read_jsonl, resolve_data_dir, split_path
-from nel.skills.scorers import RowScorer
+from nel.skills.scoring_types import RowScorer
 from nel.types import SeedResult, VerifyResult
 
 _ROW_KEY = "nel.row"  # metadata key that carries the row index from seed() to verify()
@@ -58,7 +57,7 @@ class SkillsEnvironment(EvalEnvironment):
             raise ConfigError(f"skills://{name} cannot run with the {self.backend.kind} backend: {reason}")
         self.name = name
         self.metrics_type = self.backend.metrics_type
-        self.score_names = SCORE_NAMES[self.metrics_type]
+        self.score_names = self.backend.score_names
         self.split = split or self.backend.eval_split
         self.data_dir = resolve_data_dir(data_dir)
         self.prompt_template = prompt_template

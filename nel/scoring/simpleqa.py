@@ -1,20 +1,14 @@
-"""SimpleQA: the grading prompt for the judge, the verdict parser and the aggregate metrics.
+"""SimpleQA: the grading prompt for the judge and the verdict parser.
 
 The judge answers with one letter: ``A`` (CORRECT), ``B`` (INCORRECT) or ``C`` (NOT_ATTEMPTED).
 As in NeMo-Skills (``simpleqa_metrics.py``), a verdict that cannot be parsed counts as not
-attempted. The aggregate metrics follow its definitions:
-
-* ``correct``, ``incorrect``, ``not_attempted``: fractions of all graded responses;
-* ``accuracy_given_attempted = correct / (correct + incorrect)`` (0 when nothing attempted);
-* ``f1``: harmonic mean of ``correct`` and ``accuracy_given_attempted`` (0 when both are 0).
-
-NeMo-Skills prints these as percentages; :func:`simpleqa_metrics` returns fractions in [0, 1].
+attempted. The aggregate metrics (``accuracy_given_attempted``, ``f1``) are the SimpleQA
+scoring type's (``nel.skills.scoring_types.simpleqa``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 
 from nel.types import VerifyResult
 
@@ -25,7 +19,6 @@ __all__ = [
     "parse_simpleqa_verdict",
     "score_simpleqa_verdict",
     "simpleqa_judge_prompt",
-    "simpleqa_metrics",
     "simpleqa_scores",
 ]
 
@@ -97,41 +90,6 @@ def score_simpleqa_verdict(judge_output: str | None) -> VerifyResult:
         },
         scores=scores,
     )
-
-
-def simpleqa_metrics(verdicts: Iterable[str | None]) -> dict[str, float]:
-    """Aggregate metrics over verdicts (``CORRECT``/``A``, ... or raw judge outputs).
-
-    Each item may be a parsed verdict, a letter, or a raw judge output: it goes through
-    :func:`parse_simpleqa_verdict` unless it already is a verdict name.
-    """
-    n = correct = incorrect = 0
-    for item in verdicts:
-        verdict = item if item in _VERDICT_TO_LETTER else parse_simpleqa_verdict(item)
-        n += 1
-        correct += verdict == CORRECT
-        incorrect += verdict == INCORRECT
-    if n == 0:
-        return {
-            "num_entries": 0,
-            "correct": 0.0,
-            "incorrect": 0.0,
-            "not_attempted": 0.0,
-            "accuracy_given_attempted": 0.0,
-            "f1": 0.0,
-        }
-    c, i = correct / n, incorrect / n
-    attempted = c + i
-    acc_attempted = c / attempted if attempted > 0 else 0.0
-    f1 = 2 * acc_attempted * c / (acc_attempted + c) if (acc_attempted + c) > 0 else 0.0
-    return {
-        "num_entries": n,
-        "correct": c,
-        "incorrect": i,
-        "not_attempted": (n - correct - incorrect) / n,
-        "accuracy_given_attempted": acc_attempted,
-        "f1": f1,
-    }
 
 
 _JUDGE_TEMPLATE = """\

@@ -2,6 +2,7 @@
 
 ``catalog`` (what each benchmark is), ``converters`` and ``prepare`` (upstream files to
 NeMo-Skills' prepared layout), ``data`` (reading it), ``prompts`` (NeMo-Skills' prompt
-configs), ``scorers`` and ``judge`` (scoring by METRICS_TYPE), ``backends`` and
+configs), ``scoring_types`` (one object per METRICS_TYPE: scorer, score names,
+verdicts, extra metrics, needs) and ``judge``, ``backends`` and
 ``nemo_backend`` (native or nemo_skills behind one interface), ``listing`` (``nel list``).
 """

@@ -20,7 +20,7 @@ from nel.execution.sandbox import CodeExecutor
 from nel.skills.catalog import CATALOG, Benchmark, get_benchmark
 from nel.skills.prepare import prepare
 from nel.skills.prompts import build_messages, get_prompt_config
-from nel.skills.scorers import RowScorer, ScoringOptions, make_scorer, unsupported_reason
+from nel.skills.scoring_types import SCORING_TYPES, RowScorer, ScoringOptions
 from nel.types import Message
 
 BACKENDS = ("auto", "native", "nemo_skills")
@@ -35,6 +35,10 @@ class SkillsBackend(Protocol):
     prompt_config: str | None
     required_fields: tuple[str, ...]
     num_problems: int | None
+
+    @property
+    def score_names(self) -> tuple[str, ...]:
+        """The per-row scores of its METRICS_TYPE (empty when nel has no scoring type for it)."""
 
     @property
     def needs_judge(self) -> bool: ...
@@ -68,10 +72,16 @@ class NativeBackend:
         self.prompt_config = bench.prompt_config
         self.required_fields = bench.required_fields
         self.num_problems = bench.num_problems
+        self.score_names = bench.score_names
         self.needs_judge = bench.needs_judge
 
     def unsupported_reason(self) -> str | None:
-        return self.bench.not_runnable or unsupported_reason(self.metrics_type)
+        if self.bench.not_runnable:
+            return self.bench.not_runnable
+        if self.bench.scoring is None:
+            known = ", ".join(sorted(SCORING_TYPES))
+            return f"nel has no scorer for METRICS_TYPE {self.metrics_type!r} (has: {known})"
+        return self.bench.scoring.missing()
 
     def build_messages(
         self, row: Row, *, where: str, user_template: str | None, system: str | None
@@ -90,6 +100,9 @@ class NativeBackend:
     def make_scorer(
         self, *, judge: ModelClient | None, workers: int | None, executor: CodeExecutor | None
     ) -> RowScorer:
+        reason, scoring = self.unsupported_reason(), self.bench.scoring
+        if reason is not None or scoring is None:
+            raise ConfigError(f"skills://{self.name}: {reason}")
         judge_config = self.bench.judge_prompt_config
         options = ScoringOptions(
             benchmark=self.name,
@@ -101,7 +114,7 @@ class NativeBackend:
             workers=workers,
             executor=executor,
         )
-        return make_scorer(options)
+        return scoring.make_scorer(options)
 
 
 def nemo_skills_available() -> bool:

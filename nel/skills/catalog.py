@@ -9,31 +9,17 @@ cannot run natively keeps its row with ``not_runnable`` saying why, instead of p
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nel.errors import UnknownBenchmarkError
+from nel.errors import UnknownBenchmarkError, suggest
 from nel.skills import converters as cv
+from nel.skills.scoring_types import ScoringType, find_scoring_type
 
 Row = dict[str, Any]
 Converter = Callable[[list[Path]], Iterable[Row]]
-
-# The per-row score names of each METRICS_TYPE: NeMo-Skills' metrics keys, so metrics.json
-# reads like ``ns summarize_results``. ``if`` rows carry raw counts; nel.metrics turns them
-# into NeMo-Skills' prompt/instruction strict/loose accuracies.
-SCORE_NAMES: dict[str, tuple[str, ...]] = {
-    "math": ("symbolic_correct",),
-    "multichoice": ("symbolic_correct",),
-    "exact_match": ("correct",),
-    "simpleqa": ("correct", "incorrect", "not_attempted"),
-    "hle": ("judge_correct",),
-    "evalplus": ("passing_base_tests",),
-    "if": ("prompt_strict", "instruction_strict", "prompt_loose", "instruction_loose", "num_instructions"),
-}
-
 
 @dataclass(frozen=True)
 class Source:
@@ -67,8 +53,13 @@ class Benchmark:
     not_runnable: str | None = None
 
     @property
+    def scoring(self) -> ScoringType | None:
+        """How this benchmark's METRICS_TYPE is scored (None: nel has no scorer for it)."""
+        return find_scoring_type(self.metrics_type)
+
+    @property
     def score_names(self) -> tuple[str, ...]:
-        return SCORE_NAMES.get(self.metrics_type, ())
+        return self.scoring.score_names if self.scoring is not None else ()
 
     @property
     def needs_judge(self) -> bool:
@@ -216,9 +207,3 @@ def get_benchmark(name: str) -> Benchmark:
     except KeyError:
         raise UnknownBenchmarkError(f"unknown benchmark {name!r}{suggest(name, CATALOG)}") from None
 
-
-def suggest(name: str, known: Iterable[str]) -> str:
-    """``"; did you mean 'gpqa'?"`` or the list of known names."""
-    known = sorted(known)
-    close = difflib.get_close_matches(name, known, n=1)
-    return f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"

@@ -18,38 +18,11 @@ from typing import Any
 
 from nel.client import ModelClient
 from nel.errors import ModelCallError, ScoringError
-from nel.scoring.simpleqa import score_simpleqa_verdict
 from nel.skills.prompts import render
 from nel.types import Completion, VerifyResult
 
 Verdict = Callable[[str, str], VerifyResult]
 """(judge reply, response) -> the row's VerifyResult."""
-
-
-def hle_verdict(judgement: str, response: str) -> VerifyResult:
-    """HLE: ``judge_correct`` when the text after the last ``Judgement:`` starts with "yes".
-
-    As NeMo-Skills' ``is_correct_judgement``: anything else (``no``, or no ``Judgement:``
-    line at all) is incorrect. Majority voting keys on the whole response, as NeMo-Skills'
-    HLE metrics do (``answer_key="generation"``).
-    """
-    parts = judgement.split("Judgement:")
-    verdict = parts[-1].strip().lower() if len(parts) > 1 else ""
-    parsed = verdict.startswith(("yes", "no"))
-    correct = 1.0 if verdict.startswith("yes") else 0.0
-    return VerifyResult(
-        reward=correct,
-        extracted_answer=response,
-        details={"judgement": judgement, "verdict": "yes" if correct else "no", "verdict_parsed": parsed},
-        scores={"judge_correct": correct},
-    )
-
-
-def simpleqa_verdict(judgement: str, response: str) -> VerifyResult:
-    return score_simpleqa_verdict(judgement)
-
-
-VERDICTS: dict[str, Verdict] = {"simpleqa": simpleqa_verdict, "hle": hle_verdict}
 
 
 async def ask_judge(client: ModelClient, prompt: str, *, where: str) -> Completion:
@@ -77,14 +50,12 @@ def judge_details(
 
 
 class JudgeScorer:
-    """Grades responses with ``client`` using ``template`` and the metrics type's verdict parser."""
+    """Grades responses with ``client`` using ``template`` and the scoring type's ``verdict``."""
 
-    def __init__(self, client: ModelClient, template: str, metrics_type: str, prompt_config: str) -> None:
-        if metrics_type not in VERDICTS:
-            raise ScoringError(f"no judge verdict parser for METRICS_TYPE {metrics_type!r}")
+    def __init__(self, client: ModelClient, template: str, verdict: Verdict, prompt_config: str) -> None:
         self.client = client
         self.template = template
-        self.verdict = VERDICTS[metrics_type]
+        self.verdict = verdict
         self.prompt_config = prompt_config
 
     async def score(self, response: str, row: dict[str, Any], *, where: str) -> VerifyResult:

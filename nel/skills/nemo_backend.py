@@ -8,7 +8,7 @@ come from NeMo-Skills' ``get_prompt(...).fill(row)``. Scoring calls NeMo-Skills'
 for the ``eval_type``: class-based ones through their async ``eval_single``, file-based ones
 (``multichoice``, ``if``, ``ifbench``) on a one-row temporary file in a worker thread. The
 per-row scores are NeMo-Skills' own: its metrics class's ``_get_score_dict`` for the
-METRICS_TYPE, under the names ``nel.skills.catalog.SCORE_NAMES`` lists. Judge-graded types
+METRICS_TYPE, under the names its nel scoring type lists (``nel.skills.scoring_types``). Judge-graded types
 (SimpleQA, HLE) ask nel's judge client with NeMo-Skills' judge prompt config.
 
 What it cannot do here is said up front by :meth:`NemoSkillsBackend.unsupported_reason`
@@ -31,12 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from nel.client import ModelClient
-from nel.errors import ConfigError, DataError, ScoringError, UnknownBenchmarkError
+from nel.errors import ConfigError, DataError, ScoringError, UnknownBenchmarkError, suggest
 from nel.execution.sandbox import CodeExecutor
-from nel.skills.catalog import SCORE_NAMES, suggest
 from nel.skills.data import read_jsonl, split_path
 from nel.skills.judge import ask_judge, judge_details
 from nel.skills.prompts import build_messages, render
+from nel.skills.scoring_types import ScoringType, find_scoring_type
 from nel.types import Message, VerifyResult
 
 Row = dict[str, Any]
@@ -47,7 +47,6 @@ _FILE_EVALUATORS_NEED = {
     "if": "/opt/benchmarks/google-research",
     "ifbench": "/opt/benchmarks/IFBench",
 }
-_JUDGED = {"simpleqa", "hle"}
 
 
 def parse_args(text: str) -> dict[str, Any]:
@@ -97,6 +96,7 @@ class NemoSkillsBackend:
         self.name = name
         self.module = _dataset_module(name)
         self.metrics_type: str = getattr(self.module, "METRICS_TYPE", "")
+        self.scoring: ScoringType | None = find_scoring_type(self.metrics_type)
         self.eval_split: str = getattr(self.module, "EVAL_SPLIT", "test")
         generation = parse_args(getattr(self.module, "GENERATION_ARGS", ""))
         self.prompt_config: str | None = generation.get("prompt_config")
@@ -112,16 +112,20 @@ class NemoSkillsBackend:
 
     @property
     def needs_judge(self) -> bool:
-        return self.metrics_type in _JUDGED
+        return self.scoring is not None and self.scoring.needs_judge
+
+    @property
+    def score_names(self) -> tuple[str, ...]:
+        return self.scoring.score_names if self.scoring is not None else ()
 
     def unsupported_reason(self) -> str | None:
         if not self.metrics_type:
             return "its nemo_skills module has no METRICS_TYPE (a benchmark group, or data made by its prepare step)"
-        if self.metrics_type not in SCORE_NAMES:
+        if self.scoring is None:
             return f"nel has no metrics for METRICS_TYPE {self.metrics_type!r}"
         if self.prompt_config is None:
             return "its GENERATION_ARGS name no prompt_config (it needs NeMo-Skills' own generation module)"
-        if self.metrics_type in _JUDGED:
+        if self.scoring.needs_judge:
             return None if self.judge_prompt_config else "it has no JUDGE_ARGS prompt_config"
         if self.eval_type == "math":
             return None
@@ -187,7 +191,7 @@ class NemoSkillsBackend:
         reason = self.unsupported_reason()
         if reason is not None:
             raise ConfigError(f"skills://{self.name} (nemo_skills backend): {reason}")
-        if self.metrics_type in _JUDGED and judge is None:
+        if self.needs_judge and judge is None:
             raise ConfigError(
                 f"skills://{self.name} is graded by an LLM judge ({self.judge_prompt_config}); "
                 "pass --judge-url and --judge-model"
@@ -201,13 +205,14 @@ class NemoSkillsScorer:
     def __init__(self, backend: NemoSkillsBackend, judge: ModelClient | None) -> None:
         from nemo_skills.evaluation.metrics.map_metrics import get_metrics
 
+        assert backend.scoring is not None  # make_scorer checked unsupported_reason
         self.backend = backend
+        self.scoring = backend.scoring
         self.judge = judge
         self.metrics = get_metrics(backend.metrics_type)
-        self.score_names = SCORE_NAMES[backend.metrics_type]
         self._evaluator: Any = None
         self._judge_template: str | None = None
-        if backend.metrics_type in _JUDGED:
+        if self.scoring.needs_judge:
             from nemo_skills.prompt.utils import load_config
 
             self._judge_template = load_config(backend.judge_prompt_config)["user"]
@@ -236,34 +241,24 @@ class NemoSkillsScorer:
         added = {k: v for k, v in point.items() if k not in row and k != self.backend.generation_key}
         details.update(added)
         scores = self._scores(point, where)
-        return VerifyResult(scores[self.score_names[0]], self._answer(point, response), details, scores)
+        names = self.scoring.score_names
+        return VerifyResult(scores[names[0]], self._answer(point, response), details, scores)
 
     def _scores(self, point: Row, where: str) -> dict[str, float]:
-        if self.backend.metrics_type == "if":
-            strict, loose = point["strict_eval"], point["loose_eval"]
-            return {
-                "prompt_strict": float(strict["follow_all_instructions"]),
-                "instruction_strict": float(sum(strict["follow_instruction_list"])),
-                "prompt_loose": float(loose["follow_all_instructions"]),
-                "instruction_loose": float(sum(loose["follow_instruction_list"])),
-                "num_instructions": float(len(point["instruction_id_list"])),
-            }
+        if self.scoring.row_scores is not None:  # nel defines them (counts, not NeMo-Skills' ratios)
+            return self.scoring.row_scores(point)
         got = self.metrics._get_score_dict(point)  # NeMo-Skills' per-row score definition
-        missing = [name for name in self.score_names if name not in got]
+        missing = [name for name in self.scoring.score_names if name not in got]
         if missing:
             raise ScoringError(
                 f"{where}: NeMo-Skills' {self.backend.metrics_type} metrics gave no {missing}: {got}"
             )
-        return {name: float(got[name]) for name in self.score_names}
+        return {name: float(got[name]) for name in self.scoring.score_names}
 
     def _answer(self, point: Row, response: str) -> str | None:
         """The answer majority@k votes on, as NeMo-Skills' metrics class picks it."""
-        if self.backend.metrics_type == "simpleqa":
-            value = point.get("judgement")
-        elif self.backend.metrics_type == "hle":
-            value = response
-        else:
-            value = point.get("predicted_answer")
+        key = self.scoring.answer_key
+        value = response if key == "generation" else point.get(key)
         return None if value is None else str(value)
 
     async def aclose(self) -> None:

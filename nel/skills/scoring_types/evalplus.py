@@ -1,0 +1,29 @@
+"""``evalplus`` (HumanEval): the problem's tests against the response's code, sandboxed."""
+
+from __future__ import annotations
+
+import os
+
+from nel.execution.sandbox import LocalSandbox
+from nel.scoring.code import score_humaneval
+from nel.skills.scoring_types.base import Row, ScoringOptions, ScoringType
+from nel.types import VerifyResult
+
+
+class HumanEvalRowScorer:
+    def __init__(self, options: ScoringOptions) -> None:
+        self.options = options
+        self.executor = options.executor or LocalSandbox(max_concurrency=os.cpu_count() or 1)
+
+    async def score(self, response: str, row: Row, *, where: str) -> VerifyResult:
+        return await score_humaneval(row, response, executor=self.executor, timeout=self.options.code_timeout)
+
+    async def aclose(self) -> None:
+        close = getattr(self.executor, "aclose", None)
+        if close is not None and self.options.executor is None:
+            await close()
+
+
+EVALPLUS = ScoringType(
+    name="evalplus", score_names=("passing_base_tests",), scorer=HumanEvalRowScorer, sandbox=True
+)
