@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nel.rundir import shard_dir, write_json_atomic, write_progress  # noqa: E402
-from nel.store import schema_with_metadata  # noqa: E402
+from nel.trajectory import schema_with_metadata  # noqa: E402
 
 REPEATS = 4
 PART_ROWS = 25_000

@@ -15,7 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from nel.rundir import RunDir, ShardDir
 from nel.skills.data import read_jsonl
+from nel.store import read_part, row_sources
 from nel.testing.model_server import ModelServer, Rule
 
 SECRET = "sk-test-secret-must-never-be-written-0123456789"
@@ -200,8 +202,11 @@ def test_list_shows_the_catalog(gsm8k_data_dir: Path) -> None:
 
 
 def _terminal_rows(out: Path) -> pd.DataFrame:
-    frames = [pd.read_parquet(p) for p in out.rglob("part-*.parquet")]
-    rows = pd.concat(frames) if frames else pd.DataFrame(columns=["error_kind"])
+    """Finished rows a resume would keep: in parts, and in journal segments not yet compacted."""
+    shards = RunDir(out).shards
+    paths = [p for shard in shards.glob("shard-*") for p in row_sources(ShardDir(shard))] if shards.exists() else []
+    frames = [read_part(p).to_pandas() for p in paths]
+    rows = pd.concat(frames) if frames else pd.DataFrame(columns=["error_kind", "problem_idx", "repeat"])
     return rows[rows.error_kind == "none"]
 
 
