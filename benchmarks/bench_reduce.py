@@ -26,8 +26,8 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nel.rundir import shard_dir, write_json_atomic, write_progress  # noqa: E402
-from nel.store import schema_with_metadata  # noqa: E402
+from nel.rundir import RunDir, write_json_atomic, write_progress  # noqa: E402
+from nel.trajectory import schema_with_metadata  # noqa: E402
 
 REPEATS = 4
 PART_ROWS = 25_000
@@ -35,22 +35,25 @@ PART_ROWS = 25_000
 
 def make_run(root: Path, shards: int, rows_per_shard: int) -> None:
     problems_per_shard = rows_per_shard // REPEATS
-    write_json_atomic(root / "run.json", {
+    rundir = RunDir(root)
+    write_json_atomic(rundir.run_file, {
         "run_id": "bench", "total_shards": shards, "identity": {"bench": "synthetic", "repeats": REPEATS},
         "spec": {}, "nel_version": "bench", "created_at": "",
     })  # fmt: skip
-    meta = {"nel.benchmark": "synthetic", "nel.metrics_type": "math", "nel.score_names": "symbolic_correct"}
+    meta = {"nel.benchmark": "synthetic", "nel.metrics_type": "math", "nel.score_names": "symbolic_correct",
+            "nel.run_id": "bench"}
     schema = schema_with_metadata(meta)
     rng = np.random.default_rng(0)
     for s in range(shards):
-        directory = shard_dir(root, s, shards)
+        shard = rundir.shard(s, shards)
+        directory = shard.path
         directory.mkdir(parents=True)
         start = s * problems_per_shard
         write_progress(directory, state="done", problems=[start, start + problems_per_shard], repeats=REPEATS,
                        done=rows_per_shard, failed=0, total=rows_per_shard)  # fmt: skip
         for p, lo in enumerate(range(0, rows_per_shard, PART_ROWS)):
             n = min(PART_ROWS, rows_per_shard - lo)
-            pq.write_table(_part(rng, start * REPEATS + lo, n, s, shards, schema), directory / f"part-{p:06d}-bench.parquet",
+            pq.write_table(_part(rng, start * REPEATS + lo, n, s, shards, schema), shard.part(p, "bench"),
                            compression="zstd")  # fmt: skip
 
 

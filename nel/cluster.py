@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from nel.errors import ConfigError, ExitCode, NelError, exit_code_for
-from nel.rundir import read_progress, read_run, shard_dir
+from nel.rundir import RunDir, read_progress, read_run, shard_dir
 from nel.slurm import (
     ACTIVE_STATES,
     FAILED_STATES,
@@ -133,7 +133,7 @@ def run_status(run_dir: str | Path, *, with_slurm: bool = True) -> RunStatus:
         reducer_job=reducer_job,
         reducer_state=reducer_state,
         reducer_detail=reducer_detail,
-        metrics_written=(run_dir / "metrics.json").exists(),
+        metrics_written=RunDir(run_dir).metrics.exists(),
         submissions=submissions,
     )
 
@@ -235,7 +235,7 @@ def format_status(status: RunStatus, *, details: bool = True) -> str:
 
 def _next_step(status: RunStatus) -> str | None:
     if status.complete and not status.active:
-        return f"complete: {status.run_dir / 'report.txt'}"
+        return f"complete: {RunDir(status.run_dir).report}"
     if status.active:
         return f"in progress; follow with: nel status {status.run_dir} (or squeue -u $USER)"
     return f"to finish it: nel resume {status.run_dir}"
@@ -292,7 +292,7 @@ def run_here(
     except NelError as exc:
         print(f"nel: reduce: {exc}", file=sys.stderr, flush=True)
         return EXIT_NEEDS_RESUME
-    print((Path(spec.output_dir) / "report.txt").read_text(), file=out, flush=True)
+    print(RunDir(spec.output_dir).report.read_text(), file=out, flush=True)
     return EXIT_COMPLETE
 
 
@@ -404,7 +404,7 @@ def _resume(args: argparse.Namespace) -> int:
 def finish_wait(run_dir: Path, poll_s: float) -> int:
     final = watch(run_dir, poll_s=poll_s)
     print(format_status(final))
-    report = run_dir / "report.txt"
+    report = RunDir(run_dir).report
     if final.complete and report.exists():
         print("\n" + report.read_text())
     return final.exit_code()
@@ -469,8 +469,8 @@ def describe_submitted(run_dir: Path, submission: Submission) -> str:
         lines.append(f"nel: every shard is done; submitted reducer job {submission.reducer_job}")
     lines += [
         f"nel: watch    nel status {run_dir}   (or: squeue -j {jobs}; sacct -j {jobs})",
-        f"nel: logs     {run_dir / 'slurm'}/",
-        f"nel: results  {run_dir / 'report.txt'} and metrics.json once job {submission.reducer_job} is done",
+        f"nel: logs     {RunDir(run_dir).slurm}/",
+        f"nel: results  {RunDir(run_dir).report} and metrics.json once job {submission.reducer_job} is done",
     ]
     return "\n".join(lines)
 

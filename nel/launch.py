@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from nel.errors import ConfigError, ExitCode, NelError, exit_code_for
-from nel.rundir import utcnow
+from nel.rundir import RunDir, utcnow
 from nel.slurm import ClusterSettings
 from nel.spec import RunSpec
 
@@ -266,7 +266,7 @@ def execute(plan: LaunchPlan, *, out: Any = None) -> int:
     out = out or sys.stdout
     run_dir = plan.run_dir
     if plan.dry_run:
-        todo = _todo(plan) if (run_dir / "run.json").exists() else list(range(plan.total_shards))
+        todo = _todo(plan) if RunDir(run_dir).run_file.exists() else list(range(plan.total_shards))
         print(f"nel: dry run ({plan.mode}); nothing is created or submitted", file=out)
         print(cluster.describe_submission(plan.spec, plan.total_shards, todo, plan.settings), file=out)
         return cluster.EXIT_COMPLETE
@@ -277,7 +277,7 @@ def execute(plan: LaunchPlan, *, out: Any = None) -> int:
     status = cluster.run_status(run_dir, with_slurm=plan.mode == "slurm")
     if status.complete and not status.active:
         print(f"nel: {run_dir} is already complete; nothing submitted", file=out)
-        print((run_dir / "report.txt").read_text() if (run_dir / "report.txt").exists() else "", file=out)
+        print(RunDir(run_dir).report.read_text() if RunDir(run_dir).report.exists() else "", file=out)
         return cluster.EXIT_COMPLETE
     if status.active:
         print(f"nel: {run_dir} already has jobs in SLURM; nothing submitted\n{status.headline()}", file=out)

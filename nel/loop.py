@@ -2,8 +2,9 @@
 
 Workers pull tasks one at a time from a lazy source, so memory stays
 O(concurrency) however many problems a shard has, and each problem is seeded once for
-all of its repeats. Rows go to the shard's Parquet writer as they finish; a cancel
-(Ctrl-C, SIGTERM) flushes what finished before it propagates.
+all of its repeats. Each row (a `TrajectoryRow`) goes to the shard's writer as it finishes,
+which journals it at once (nel.store); a cancel (Ctrl-C, SIGTERM) flushes what finished
+before it propagates, and a SIGKILL loses only the requests in flight.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from nel.environments.base import EvalEnvironment
 from nel.errors import IncompleteRunError, ModelCallError
 from nel.progress import Counters, Reporter, make_reporter
 from nel.reduce import ReduceResult, reduce_run
-from nel.rundir import open_run, shard_dir, write_progress
+from nel.rundir import RunDir, data_digest, open_run, write_progress
 from nel.sharding import Shard
 from nel.solvers import Solver
-from nel.store import TERMINAL_ERROR_KINDS, ShardWriter, finished_keys
+from nel.store import DATA_KEY, RUN_ID_KEY, ShardWriter, finished_keys, recover
+from nel.trajectory import TERMINAL_ERROR_KINDS, TrajectoryRow
 from nel.types import SeedResult, SolveResult, Task, VerifyResult
 
 
@@ -74,6 +76,7 @@ async def run_evaluation(
     progress: Reporter | str = "auto",
     flush_rows: int = 2000,
     flush_seconds: float = 10.0,
+    journal: bool = True,
 ) -> EvalResult:
     """Evaluate ``solver`` on ``env`` and write trajectories under ``output_dir``.
 
@@ -81,6 +84,8 @@ async def run_evaluation(
     missing. ``identity`` (what changes results) defaults to one derived from the
     environment, the solver and the repeat/problem counts. ``reduce`` defaults to True for
     an unsharded run; a shard of a larger run leaves merging to ``nel reduce``.
+    ``journal=False`` keeps rows in memory until their part is written (a SIGKILL then loses
+    up to ``flush_rows``/``flush_seconds`` of them); it exists to measure what the journal costs.
     """
     if n_repeats < 1:
         raise ValueError(f"n_repeats must be >= 1, got {n_repeats}")
@@ -92,14 +97,19 @@ async def run_evaluation(
 
     size = env.dataset_size()
     problems = shard.problem_range(min(size, max_problems) if max_problems else size)
-    directory = shard_dir(run_dir, shard.idx, shard.total)
+    data = data_digest(env.data_files())
+    shard_files = RunDir(run_dir).shard(shard.idx, shard.total)
+    directory = shard_files.path
     directory.mkdir(parents=True, exist_ok=True)
-    skip = {key for key in finished_keys(directory) if key[0] in problems and key[1] < n_repeats}
+    recover(shard_files)
+    done_keys = finished_keys(shard_files, info.run_id, data)
+    skip = {key for key in done_keys if key[0] in problems and key[1] < n_repeats}
     writer = ShardWriter(
-        directory,
-        metadata={**env.describe(), "nel.run_id": info.run_id},
+        shard_files,
+        metadata={**env.describe(), RUN_ID_KEY: info.run_id, DATA_KEY: json.dumps(data)},
         flush_rows=flush_rows,
         flush_seconds=flush_seconds,
+        journal=journal,
     )
     counters = Counters(total=len(problems) * n_repeats, already=len(skip))
     runner = _ShardRun(env, solver, writer, counters, info.run_id, shard, n_repeats, concurrency)
@@ -120,7 +130,7 @@ async def run_evaluation(
         state, error = "crashed", f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        writer.flush()
+        writer.close()
         reporter.stop(counters)
         close = getattr(solver, "aclose", None)
         if callable(close):
@@ -162,12 +172,8 @@ class _ShardRun:
         self.counters = counters
         self.n_repeats = n_repeats
         self.concurrency = max(1, concurrency)
-        self.constant = {
-            "run_id": run_id,
-            "benchmark": env.name,
-            "shard_idx": shard.idx,
-            "total_shards": shard.total,
-        }
+        self.run_id = run_id
+        self.shard = shard
         self._flushing: asyncio.Task[Any] | None = None
 
     async def run(
@@ -196,7 +202,7 @@ class _ShardRun:
         while (task := await source.next()) is not None:
             row = await self._execute(task)
             self.writer.append(row)
-            if row["error_kind"] in TERMINAL_ERROR_KINDS:
+            if row.error_kind in TERMINAL_ERROR_KINDS:
                 self.counters.done += 1
             else:
                 self.counters.failed += 1
@@ -209,7 +215,7 @@ class _ShardRun:
         if self._flushing is None or self._flushing.done():
             staged = self.writer.stage()
             if staged is not None:
-                self._flushing = asyncio.create_task(asyncio.to_thread(self.writer.write, *staged))
+                self._flushing = asyncio.create_task(asyncio.to_thread(self.writer.write, staged))
 
     async def _tick(self, reporter: Reporter, save_progress: Callable[..., None]) -> None:
         last_flush = last_progress = last_refresh = time.monotonic()
@@ -226,43 +232,40 @@ class _ShardRun:
                 await asyncio.to_thread(save_progress, state="running", **_counts(self.counters))
                 last_progress = now
 
-    async def _execute(self, task: Task) -> dict[str, Any]:
+    async def _execute(self, task: Task) -> TrajectoryRow:
         seed = task.seed
-        started = time.time()
-        row: dict[str, Any] = {
-            **self.constant,
-            "problem_idx": task.problem_idx,
-            "repeat": task.repeat,
-            "subset": seed.subset,
-            "expected_answer": _as_text(seed.expected_answer),
-            "started_at": started,
-            "error_kind": "none",
-            "reward": 0.0,
-            "correct": False,
-        }
+        row = TrajectoryRow(
+            run_id=self.run_id,
+            benchmark=self.env.name,
+            shard_idx=self.shard.idx,
+            total_shards=self.shard.total,
+            problem_idx=task.problem_idx,
+            repeat=task.repeat,
+            subset=seed.subset,
+            expected_answer=_as_text(seed.expected_answer),
+            started_at=time.time(),
+        )
         try:
             solved = await self.solver.solve(task)
         except ModelCallError as exc:
-            row.update(_failed_call(exc))
+            _failed_call(row, exc)
         except Exception as exc:  # a solver bug must not kill the other 10,000 tasks
-            row.update(error_kind="solver_error", error=f"{type(exc).__name__}: {exc}")
+            row.error_kind, row.error = "solver_error", f"{type(exc).__name__}: {exc}"
         else:
-            row.update(_solved_fields(solved))
-            row.update(await self._verify(solved.response, seed))
-        row["finished_at"] = time.time()
+            _solved_fields(row, solved)
+            await self._verify(row, solved.response, seed)
+        row.finished_at = time.time()
         return row
 
-    async def _verify(self, response: str, seed: SeedResult) -> dict[str, Any]:
+    async def _verify(self, row: TrajectoryRow, response: str, seed: SeedResult) -> None:
         t0 = time.perf_counter()
         try:
             verdict = await self.env.verify(response, seed.expected_answer, **seed.metadata)
         except Exception as exc:
-            return {
-                "error_kind": "scoring_error",
-                "error": f"{type(exc).__name__}: {exc}",
-                "verify_time_s": time.perf_counter() - t0,
-            }
-        return {**_verdict_fields(verdict, self.env.score_names), "verify_time_s": time.perf_counter() - t0}
+            row.error_kind, row.error = "scoring_error", f"{type(exc).__name__}: {exc}"
+        else:
+            _verdict_fields(row, verdict, self.env.score_names)
+        row.verify_time_s = time.perf_counter() - t0
 
 
 class _TaskSource:
@@ -292,62 +295,48 @@ class _TaskSource:
         return self._pending.popleft()
 
 
-def _solved_fields(solved: SolveResult) -> dict[str, Any]:
+def _solved_fields(row: TrajectoryRow, solved: SolveResult) -> None:
     calls = solved.calls
+    row.messages = orjson.dumps(solved.messages).decode()
+    row.response = solved.response
+    row.reasoning_content = solved.reasoning_content
+    row.model_calls = len(calls)
     if len(calls) == 1:  # the common case, on the hot path: no generators
         call = calls[0]
-        return {
-            "messages": orjson.dumps(solved.messages).decode(),
-            "response": solved.response,
-            "reasoning_content": solved.reasoning_content,
-            "finish_reason": call.finish_reason,
-            "prompt_tokens": call.prompt_tokens,
-            "completion_tokens": call.completion_tokens,
-            "reasoning_tokens": call.reasoning_tokens,
-            "model_calls": 1,
-            "attempts": call.attempts,
-            "model_latency_s": call.latency_s,
-            "attempt_latencies_s": call.attempt_latencies_s,
-        }
-    last = calls[-1] if calls else None
-    return {
-        "messages": orjson.dumps(solved.messages).decode(),
-        "response": solved.response,
-        "reasoning_content": solved.reasoning_content,
-        "finish_reason": last.finish_reason if last else None,
-        "prompt_tokens": _sum(c.prompt_tokens for c in calls),
-        "completion_tokens": _sum(c.completion_tokens for c in calls),
-        "reasoning_tokens": _sum(c.reasoning_tokens for c in calls),
-        "model_calls": len(calls),
-        "attempts": sum(c.attempts for c in calls),
-        "model_latency_s": sum(c.latency_s for c in calls),
-        "attempt_latencies_s": [lat for c in calls for lat in c.attempt_latencies_s],
-    }
+        row.finish_reason = call.finish_reason
+        row.prompt_tokens = call.prompt_tokens
+        row.completion_tokens = call.completion_tokens
+        row.reasoning_tokens = call.reasoning_tokens
+        row.attempts = call.attempts
+        row.model_latency_s = call.latency_s
+        row.attempt_latencies_s = call.attempt_latencies_s
+        return
+    row.finish_reason = calls[-1].finish_reason if calls else None
+    row.prompt_tokens = _sum(c.prompt_tokens for c in calls)
+    row.completion_tokens = _sum(c.completion_tokens for c in calls)
+    row.reasoning_tokens = _sum(c.reasoning_tokens for c in calls)
+    row.attempts = sum(c.attempts for c in calls)
+    row.model_latency_s = sum(c.latency_s for c in calls)
+    row.attempt_latencies_s = [lat for c in calls for lat in c.attempt_latencies_s]
 
 
-def _failed_call(exc: ModelCallError) -> dict[str, Any]:
-    return {
-        "messages": orjson.dumps(exc.messages).decode() if exc.messages else None,
-        "error_kind": exc.kind,
-        "error": str(exc),
-        "model_calls": 1,
-        "attempts": exc.attempts,
-        "model_latency_s": exc.latency_s,
-        "attempt_latencies_s": list(exc.attempt_latencies_s),
-    }
+def _failed_call(row: TrajectoryRow, exc: ModelCallError) -> None:
+    row.messages = orjson.dumps(exc.messages).decode() if exc.messages else None
+    row.error_kind, row.error = exc.kind, str(exc)
+    row.model_calls = 1
+    row.attempts = exc.attempts
+    row.model_latency_s = exc.latency_s
+    row.attempt_latencies_s = exc.attempt_latencies_s
 
 
-def _verdict_fields(verdict: VerifyResult, score_names: tuple[str, ...]) -> dict[str, Any]:
+def _verdict_fields(row: TrajectoryRow, verdict: VerifyResult, score_names: tuple[str, ...]) -> None:
     scores = verdict.scores or {score_names[0]: float(verdict.reward)}
-    return {
-        "reward": float(verdict.reward),
-        "correct": verdict.correct,
-        "extracted_answer": verdict.extracted_answer,
-        "scores": {k: float(v) for k, v in scores.items()},
-        "details": orjson.dumps(verdict.details, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
-        if verdict.details
-        else None,
-    }
+    row.reward = float(verdict.reward)
+    row.correct = verdict.correct
+    row.extracted_answer = verdict.extracted_answer
+    row.scores = {k: float(v) for k, v in scores.items()}
+    if verdict.details:
+        row.details = orjson.dumps(verdict.details, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def _with_reduction(result: EvalResult, run_dir: Path, allow_partial: bool) -> EvalResult:

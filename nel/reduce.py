@@ -22,9 +22,10 @@ import pyarrow.parquet as pq
 
 from nel.errors import IncompleteRunError
 from nel.metrics import MetricInputs, compute_metrics
-from nel.rundir import read_progress, read_run, shard_dir, write_json_atomic
+from nel.rundir import RunDir, read_progress, read_run, write_json_atomic, write_text_atomic
 from nel.skills.scoring_types import extra_metrics
-from nel.store import SCHEMA, TERMINAL_ERROR_KINDS, part_files, read_part
+from nel.store import DATA_KEY, identity_problem, metadata_of, raise_foreign, read_part, row_sources
+from nel.trajectory import SCHEMA, SCHEMA_VERSION, TERMINAL_ERROR_KINDS, VERSION_KEY
 
 _DICTIONARY_COLUMNS = ("subset", "error_kind", "finish_reason")
 # Row-group min/max only where readers filter (keys, outcome); on long text columns they cost
@@ -57,26 +58,23 @@ class _Expectation:
 
 def reduce_run(run_dir: str | Path, *, allow_partial: bool = False) -> ReduceResult:
     run_dir = Path(run_dir)
+    rundir = RunDir(run_dir)
     run = read_run(run_dir)
     total_shards = int(run["total_shards"])
-    expect = _expectation(run_dir, run, total_shards)
-    picked, duplicates, meta, sources = _read_picked(run_dir, total_shards, expect.repeats)
+    expect = _expectation(rundir, run, total_shards)
+    picked, duplicates, meta, sources = _read_picked(rundir, str(run["run_id"]), total_shards, expect.repeats)
     problems = _problems(picked, expect, sources)
     complete = not problems
     summary = "; ".join(problems) if problems else None
-    report_path = run_dir / "report.txt"
+    report_path = rundir.report
     if not complete and not allow_partial:
-        report_path.write_text(_report(run, summary, None, None))
+        write_text_atomic(report_path, _report(run, summary, None, None))
         raise IncompleteRunError(
             f"run {run_dir} is incomplete: {summary}. Rerun the missing shards (the same command "
             "resumes), or pass --allow-partial to reduce anyway"
         )
-    paths = {
-        "metrics": run_dir / "metrics.json",
-        "runtime": run_dir / "runtime.json",
-        "trajectories": run_dir / "trajectories.parquet",
-        "report": report_path,
-    }
+    paths = {"metrics": rundir.metrics, "runtime": rundir.runtime, "trajectories": rundir.trajectories,
+             "report": report_path}  # fmt: skip
     # The merged file (I/O and encoding, GIL mostly released) is written while the metrics
     # (numpy) are computed: the two overlap on separate cores.
     with ThreadPoolExecutor(max_workers=1) as background:
@@ -86,16 +84,16 @@ def reduce_run(run_dir: str | Path, *, allow_partial: bool = False) -> ReduceRes
         merging.result()
     write_json_atomic(paths["metrics"], metrics)
     write_json_atomic(paths["runtime"], runtime)
-    report_path.write_text(_report(run, summary, metrics, runtime))
+    write_text_atomic(report_path, _report(run, summary, metrics, runtime))
     return ReduceResult(metrics, runtime, complete, summary, paths)
 
 
-def _expectation(run_dir: Path, run: dict[str, Any], total_shards: int) -> _Expectation:
+def _expectation(rundir: RunDir, run: dict[str, Any], total_shards: int) -> _Expectation:
     ranges: dict[int, tuple[int, int]] = {}
     missing: list[int] = []
     repeats = int(run.get("identity", {}).get("repeats", 1))
     for idx in range(total_shards):
-        progress = read_progress(shard_dir(run_dir, idx, total_shards))
+        progress = read_progress(rundir.shard(idx, total_shards).path)
         if progress is None or "problems" not in progress:
             missing.append(idx)
             continue
@@ -105,11 +103,14 @@ def _expectation(run_dir: Path, run: dict[str, Any], total_shards: int) -> _Expe
     return _Expectation(ranges, repeats, missing)
 
 
-def _read_picked(run_dir: Path, total_shards: int, repeats: int) -> tuple[pa.Table, int, dict[str, str], list[Path]]:
+def _read_picked(
+    rundir: RunDir, run_id: str, total_shards: int, repeats: int
+) -> tuple[pa.Table, int, dict[str, str], list[Path]]:
     """Small columns of the picked rows of every shard, in key order.
 
     Shard by shard, since a key never crosses shards: only one shard's unpicked rows are in
     memory at a time. ``scores`` is flattened to one ``score:<name>`` column per score.
+    Files of another run, or scored against other data than the first file, are refused.
     """
     picked: list[pa.Table] = []
     sources: list[Path] = []
@@ -117,15 +118,26 @@ def _read_picked(run_dir: Path, total_shards: int, repeats: int) -> tuple[pa.Tab
     duplicates = 0
     for idx in range(total_shards):
         tables = []
-        for path in part_files(shard_dir(run_dir, idx, total_shards)):
+        shard = rundir.shard(idx, total_shards)
+        foreign = []
+        for path in row_sources(shard):
             table = read_part(path, _KEY_COLUMNS, dictionary=_DICTIONARY_COLUMNS)
-            if not meta and table.schema.metadata:
-                meta = {k.decode(): v.decode() for k, v in table.schema.metadata.items()}
+            if not len(table):
+                continue
+            if not meta:
+                meta = {**metadata_of(table), VERSION_KEY: str(SCHEMA_VERSION)}
+            data = json.loads(meta[DATA_KEY]) if DATA_KEY in meta else None
+            problem = identity_problem(path, metadata_of(table), run_id, data)
+            if problem is not None:
+                foreign.append(problem)
+                continue
             table = _flatten_scores(table, _score_names(meta))
             table = table.append_column("_file", pa.array(np.full(len(table), len(sources), dtype=np.int32)))
             table = table.append_column("_row", pa.array(np.arange(len(table), dtype=np.int32)))
             sources.append(path)
             tables.append(table)
+        if foreign:
+            raise_foreign(shard.path, foreign, run_id)
         if tables:
             chosen, dropped = _pick(pa.concat_tables(tables).unify_dictionaries(), repeats)
             picked.append(chosen)
@@ -297,17 +309,21 @@ def _write_merged(sources: list[Path], picked: pa.Table, target: Path, meta: dic
     wanted = [(path, np.sort(rows[files == file_id])) for file_id, path in enumerate(sources)]
     wanted = [(path, take) for path, take in wanted if take.size]
     tmp = target.with_name(target.name + ".tmp")
-    with ThreadPoolExecutor(max_workers=1) as reader, pq.ParquetWriter(
-        tmp, schema, compression="snappy", write_statistics=_STATISTICS_COLUMNS
-    ) as writer:
-        pending = reader.submit(read_part, wanted[0][0]) if wanted else None
-        for i, (_, take) in enumerate(wanted):
-            table = pending.result()  # type: ignore[union-attr]
-            pending = reader.submit(read_part, wanted[i + 1][0]) if i + 1 < len(wanted) else None
-            if take.size != len(table):
-                table = table.take(pa.array(take))
-            writer.write_table(table.cast(schema))
-    tmp.replace(target)
+    try:
+        with ThreadPoolExecutor(max_workers=1) as reader, pq.ParquetWriter(
+            tmp, schema, compression="snappy", write_statistics=_STATISTICS_COLUMNS
+        ) as writer:
+            pending = reader.submit(read_part, wanted[0][0]) if wanted else None
+            for i, (_, take) in enumerate(wanted):
+                table = pending.result()  # type: ignore[union-attr]
+                pending = reader.submit(read_part, wanted[i + 1][0]) if i + 1 < len(wanted) else None
+                if take.size != len(table):
+                    table = table.take(pa.array(take))
+                writer.write_table(table.cast(schema))
+        tmp.replace(target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _ranges_text(indices: list[int]) -> str:

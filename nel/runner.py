@@ -20,7 +20,7 @@ from nel.environments.base import EvalEnvironment
 from nel.environments.registry import resolve
 from nel.loop import EvalResult, run_evaluation
 from nel.progress import Reporter
-from nel.rundir import RunInfo, open_run
+from nel.rundir import RunDir, RunInfo, open_run
 from nel.sharding import Shard
 from nel.solvers import ChatSolver
 from nel.spec import ModelSpec, RunSpec
@@ -180,7 +180,7 @@ def _serve(stack: contextlib.ExitStack, model: ModelSpec, spec: RunSpec, shard: 
     if model.deployment is not None:
         from nel.deployment import deployed
 
-        log = Path(spec.output_dir) / "deployment" / f"{role}-shard-{shard.idx:05d}-of-{shard.total:05d}.log"
+        log = RunDir(spec.output_dir).deployment_log(role, shard.idx, shard.total)
         url = stack.enter_context(deployed(model.deployment, model_id=model.model_id, log_path=log))
         return dataclasses.replace(model, url=url)
     if model.url.startswith("local://"):

@@ -34,12 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from nel.errors import ConfigError, SlurmError, StoreError
-from nel.rundir import utcnow, write_json_atomic
+from nel.rundir import RunDir, utcnow, write_json_atomic
 from nel.spec import RunSpec, reject_unknown_keys
-
-SUBMISSIONS = Path("launch") / "submissions.json"
-LAUNCH_RECORD = Path("launch") / "launch.json"
-LOG_DIR = "slurm"
 
 # SLURM job states, grouped by what they mean for a shard.
 ACTIVE_STATES = frozenset(
@@ -185,7 +181,7 @@ class ReduceTask:
         from nel.reduce import reduce_run
 
         result = reduce_run(self.run_dir, allow_partial=self.allow_partial)
-        print((Path(self.run_dir) / "report.txt").read_text(), file=sys.stderr, flush=True)
+        print(RunDir(self.run_dir).report.read_text(), file=sys.stderr, flush=True)
         return {"complete": result.complete, "problems": result.problem_summary}
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
@@ -291,7 +287,7 @@ def _executor(run_dir: Path, settings: ClusterSettings, *, name: str, reducer: b
     kwargs: dict[str, Any] = {"slurm_max_num_timeout": settings.max_requeues}
     if settings.python:
         kwargs["slurm_python"] = settings.python
-    executor = submitit.AutoExecutor(folder=run_dir / LOG_DIR / "%j", cluster="slurm", **kwargs)
+    executor = submitit.AutoExecutor(folder=RunDir(run_dir).slurm_job("%j"), cluster="slurm", **kwargs)
     res = settings.reducer if reducer else settings
     params: dict[str, Any] = {
         "name": name,
@@ -321,11 +317,11 @@ def _slug(text: str) -> str:
 def record_submission(run_dir: Path, submission: Submission) -> None:
     entries = [dataclasses.asdict(s) for s in read_submissions(run_dir)]
     entries.append(dataclasses.asdict(submission))
-    write_json_atomic(Path(run_dir) / SUBMISSIONS, entries)
+    write_json_atomic(RunDir(run_dir).submissions, entries)
 
 
 def read_submissions(run_dir: Path) -> list[Submission]:
-    path = Path(run_dir) / SUBMISSIONS
+    path = RunDir(run_dir).submissions
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
@@ -340,11 +336,11 @@ def read_submissions(run_dir: Path) -> list[Submission]:
 
 def write_launch_record(run_dir: Path, record: dict[str, Any]) -> None:
     """The launcher's settings (cluster, shards, overrides), so `nel resume` can reuse them."""
-    write_json_atomic(Path(run_dir) / LAUNCH_RECORD, record)
+    write_json_atomic(RunDir(run_dir).launch_record, record)
 
 
 def read_launch_record(run_dir: Path) -> dict[str, Any] | None:
-    path = Path(run_dir) / LAUNCH_RECORD
+    path = RunDir(run_dir).launch_record
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -356,7 +352,7 @@ def read_launch_record(run_dir: Path) -> dict[str, Any] | None:
 
 def log_paths(run_dir: Path, job: str) -> tuple[Path, Path]:
     """submitit's stdout/stderr files of a job ("18") or an array task ("17_3")."""
-    folder = Path(run_dir) / LOG_DIR / job
+    folder = RunDir(run_dir).slurm_job(job)
     return folder / f"{job}_0_log.out", folder / f"{job}_0_log.err"
 
 
@@ -376,7 +372,7 @@ def log_tail(run_dir: Path, job: str, lines: int = 12) -> str:
             errors = [line for line in kept[-200:] if _ERROR_LINE.match(line)]
             head = f"error: {errors[-1].strip()}\n" if errors else ""
             return f"{head}{path}:\n" + "\n".join("    " + line for line in kept[-lines:])
-    return f"(no log in {Path(run_dir) / LOG_DIR / job})"
+    return f"(no log in {RunDir(run_dir).slurm_job(job)})"
 
 
 # --------------------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from nel.errors import ConfigError, ExitCode, NelError, StoreError, exit_code_for
+from nel.rundir import RunDir
 
 RESULTS_SCHEMA_VERSION = "1"
 _SWEEP_KEYS = {
@@ -209,7 +210,7 @@ def sweep(sweep_file: SweepFile, *, dry_run: bool = False, out: Any = None) -> l
         run_dir = plan.run_dir
         status = (
             run_status(run_dir, with_slurm=sweep_file.mode == "slurm")
-            if (run_dir / "run.json").exists()
+            if RunDir(run_dir).run_file.exists()
             else None
         )
         if status is not None and status.complete and not status.active:
@@ -273,7 +274,7 @@ def _result_rows(sweep_name: str, outcome: Outcome) -> list[dict[str, Any]]:
     run_dir = outcome.run_dir
     assert run_dir is not None
     run = read_run(run_dir)
-    metrics_path = run_dir / "metrics.json"
+    metrics_path = RunDir(run_dir).metrics
     try:
         metrics = json.loads(metrics_path.read_text())
     except (OSError, ValueError) as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from nel.errors import StoreError
+from nel.rundir import RunDir, ShardDir
 from nel.skills.data import read_jsonl
+from nel.store import read_part, row_sources
 from nel.testing.model_server import ModelServer, Rule
 
 SECRET = "sk-test-secret-must-never-be-written-0123456789"
@@ -92,6 +96,53 @@ def test_sigkill_then_rerun_is_exactly_once(gsm8k_data_dir: Path, tmp_path: Path
     assert len(merged) == 150
     assert not merged.duplicated(["problem_idx", "repeat"]).any()
     assert sorted(merged.problem_idx) == list(range(150))
+
+
+def test_sigkill_loop_keeps_every_row_finished_before_each_kill(gsm8k_data_dir: Path, tmp_path: Path) -> None:
+    out, problems, kills, concurrency = tmp_path / "run", 120, 4, 4
+    with ModelServer(answer_fn=gsm8k_answerer(gsm8k_data_dir), latency=0.1) as srv:
+        args = run_args(srv, gsm8k_data_dir, out, "--max-problems", str(problems), "--concurrency",
+                        str(concurrency), "--flush-rows", "10")  # fmt: skip
+        for _ in range(kills):
+            kept = _finished_keys(out)
+            observed = _kill_once_more_are_finished(args, out, len(kept) + 15)
+            after = _finished_keys(out)
+            assert kept <= observed <= after, "a row seen finished before the SIGKILL was lost"
+        done = nel(*args)
+        assert done.returncode == 0, done.stderr
+        assert srv.request_count <= problems + kills * concurrency  # only requests in flight were redone
+    merged = pd.read_parquet(out / "trajectories.parquet")
+    assert len(merged) == problems and not merged.duplicated(["problem_idx", "repeat"]).any()
+
+
+def test_rows_of_another_run_are_never_adopted(gsm8k_server: ModelServer, gsm8k_data_dir: Path,
+                                               tmp_path: Path) -> None:  # fmt: skip
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert nel(*run_args(gsm8k_server, gsm8k_data_dir, a, "--max-problems", "4")).returncode == 0
+    (a / "run.json").unlink()
+    again = nel(*run_args(gsm8k_server, gsm8k_data_dir, a, "--max-problems", "4", "--model-id", "other"))
+    assert again.returncode == 2, again.stderr
+    part = next(a.rglob("part-*.parquet"))
+    assert "no run.json" in again.stderr and part.name in again.stderr and "--overwrite" in again.stderr
+    assert nel(*run_args(gsm8k_server, gsm8k_data_dir, b, "--max-problems", "4", "--repeats", "2")).returncode == 0
+    shutil.copy(part, next(b.glob("shards/shard-*")) / part.name)
+    adopted = nel(*run_args(gsm8k_server, gsm8k_data_dir, b, "--max-problems", "4", "--repeats", "2"))
+    assert adopted.returncode == 2 and f"{part.name} is of run" in adopted.stderr, adopted.stderr
+    reduced = nel("reduce", str(b))
+    assert reduced.returncode == 2 and part.name in reduced.stderr
+
+
+def test_a_changed_data_file_under_a_finished_run_is_named(gsm8k_server: ModelServer, gsm8k_data_dir: Path,
+                                                          tmp_path: Path) -> None:  # fmt: skip
+    data = tmp_path / "data"
+    shutil.copytree(gsm8k_data_dir, data)
+    assert nel(*run_args(gsm8k_server, data, tmp_path / "run", "--max-problems", "3")).returncode == 0
+    split = data / "gsm8k" / "test.jsonl"
+    lines = split.read_text().splitlines(keepends=True)
+    split.write_text("".join(lines[:2]) + lines[2].replace('"expected_answer": ', '"expected_answer": 1') + "".join(lines[3:]))
+    again = nel(*run_args(gsm8k_server, data, tmp_path / "run", "--max-problems", "3"))
+    assert again.returncode == 2, again.stderr
+    assert str(split) in again.stderr and "scored against" in again.stderr
 
 
 def test_sigint_stops_cleanly_and_keeps_finished_rows(gsm8k_data_dir: Path, tmp_path: Path) -> None:
@@ -200,9 +251,43 @@ def test_list_shows_the_catalog(gsm8k_data_dir: Path) -> None:
 
 
 def _terminal_rows(out: Path) -> pd.DataFrame:
-    frames = [pd.read_parquet(p) for p in out.rglob("part-*.parquet")]
-    rows = pd.concat(frames) if frames else pd.DataFrame(columns=["error_kind"])
+    """Finished rows a resume would keep: in parts, and in journal segments not yet compacted."""
+    shards = RunDir(out).shards
+    paths = [p for shard in shards.glob("shard-*") for p in row_sources(ShardDir(shard))] if shards.exists() else []
+    frames = [read_part(p).to_pandas() for p in paths]
+    rows = pd.concat(frames) if frames else pd.DataFrame(columns=["error_kind", "problem_idx", "repeat"])
     return rows[rows.error_kind == "none"]
+
+
+def _kill_once_more_are_finished(args: list[str], out: Path, count: int) -> set[tuple[int, int]]:
+    """Start nel, SIGKILL it once ``count`` rows are finished; the keys seen finished just before."""
+    proc = subprocess.Popen([sys.executable, "-m", "nel", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    observed: set[tuple[int, int]] = set()
+
+    def enough() -> bool:
+        observed.clear()
+        observed.update(_finished_keys(out, live=True))
+        return len(observed) >= count
+
+    try:
+        _wait_for(enough, proc)
+    finally:
+        proc.kill()
+        proc.wait()
+    return observed
+
+
+def _finished_keys(out: Path, *, live: bool = False) -> set[tuple[int, int]]:
+    """Keys of finished rows; ``live``: the writer may delete a compacted segment while we read."""
+    for _ in range(50):
+        try:
+            rows = _terminal_rows(out)
+        except StoreError:
+            if not live:
+                raise
+            continue
+        return set(zip(rows.problem_idx.astype(int), rows["repeat"].astype(int)))
+    raise AssertionError("the journal kept changing under the reader")
 
 
 def _wait_for(condition, proc: subprocess.Popen, timeout: float = 60) -> None:

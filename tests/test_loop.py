@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from nel import ChatSolver, ModelClient, RunConflictError, Shard, StoreError, reduce_run, run_evaluation
-from nel.store import SCHEMA
 from nel.testing.model_server import ModelServer, Rule
+from nel.trajectory import SCHEMA
 from tests.toy import ToyEnv, answer_right_below
 
 

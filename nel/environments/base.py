@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from pathlib import Path
 from typing import Any
 
 from nel.types import SeedResult, VerifyResult
@@ -34,6 +35,11 @@ class EvalEnvironment(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 (an optional hook, not abstract)
         """Release pools or servers the environment started; called once at the end."""
+
+    def data_files(self) -> tuple[Path, ...]:
+        """The files the problems were loaded from: their digest is part of the run's identity,
+        so a resume notices when one changed. Called after `dataset_size`."""
+        return ()
 
     def describe(self) -> dict[str, str]:
         return {

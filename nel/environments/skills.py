@@ -90,6 +90,9 @@ class SkillsEnvironment(EvalEnvironment):
     def dataset_size(self) -> int:
         return len(self.rows())
 
+    def data_files(self) -> tuple[Path, ...]:
+        return (self.path,)
+
     def _where(self, idx: int) -> str:
         return f"row {idx} of {self.path}"
 
