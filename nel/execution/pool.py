@@ -25,7 +25,8 @@ Usage::
     with ScoringPool(workers=4, preload=["nel.scoring.math"]) as pool:
         value = await pool.run(some_module_level_fn, arg1, arg2, timeout=10.0)
 
-Rules for ``fn``: a picklable module-level function; arguments and return value picklable;
+Rules for ``fn``: a picklable module-level function of an importable module (workers do not
+import the caller's ``__main__`` script); arguments and return value picklable;
 pure or at least idempotent (an item can run twice when its worker is killed while other items
 were queued behind it); it must not use ``SIGALRM``/``ITIMER_REAL`` itself when called with a
 ``timeout`` (the worker's timer owns them), and it cannot start child processes (workers are
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import importlib
 import itertools
 import math
@@ -52,8 +54,9 @@ import struct
 import sys
 import time
 import traceback
+import types
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from nel.errors import ScoringError, ScoringTaskError, ScoringTimeoutError
@@ -237,6 +240,25 @@ def _kill_all(procs: list) -> None:
             pass
 
 
+@contextlib.contextmanager
+def _caller_main_hidden() -> Iterator[None]:
+    """Start processes without making them import the caller's ``__main__``.
+
+    spawn and forkserver children re-import the parent's main script (as ``__mp_main__``)
+    when the preparation data names its path or module (``multiprocessing.spawn.
+    get_preparation_data``), so an unguarded script that uses nel would run again in every
+    worker. Workers only run nel's module-level functions, so while they start, ``__main__``
+    is a bare module with neither ``__file__`` nor ``__spec__``: nothing to re-import.
+    """
+    real = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if real is not None:
+            sys.modules["__main__"] = real
+
+
 def _default_context() -> multiprocessing.context.BaseContext:
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
@@ -279,8 +301,9 @@ class ScoringPool:
         self._ctx: Any = context or _default_context()
         if self._ctx.get_start_method() == "fork":
             raise ValueError("ScoringPool needs the spawn or forkserver start method, not fork")
-        if self._ctx.get_start_method() == "forkserver" and self._preload:
-            # Only effective if this process has not started its forkserver yet.
+        if self._ctx.get_start_method() == "forkserver":
+            # Only effective if this process has not started its forkserver yet. Without it the
+            # forkserver would preload "__main__" (multiprocessing's default).
             self._ctx.set_forkserver_preload(["nel.execution.pool", *self._preload])
         self._ids = itertools.count(1)
         self._chunk_ids = itertools.count(1)
@@ -399,7 +422,8 @@ class ScoringPool:
             name="nel-scoring-worker",
             daemon=True,
         )
-        proc.start()
+        with _caller_main_hidden():
+            proc.start()
         child_sock.close()
         parent_sock.setblocking(False)
         self._procs.append(proc)

@@ -52,6 +52,7 @@ __all__ = [
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 _BRACE_TOKENS = re.compile(r"\\.|[{}]", re.DOTALL)
+_BRACES = re.compile(r"[{}]")
 _BARE_ARG = re.compile(r"[^\s$]+")
 
 
@@ -77,9 +78,11 @@ def _find_last_box(text: str) -> tuple[int, int] | None:
 def extract_boxed(text: str) -> str | None:
     r"""Content of the last ``\boxed{...}`` / ``\fbox{...}`` in ``text``.
 
-    Braces are matched (escaped ``\{``/``\}`` do not count). ``\boxed 5`` (argument without
-    braces) gives the token after the space, up to whitespace or ``$``. Returns None when
-    there is no box, the last box is unbalanced, or it is empty.
+    Braces are matched (escaped ``\{``/``\}`` do not count). A box that only closes when
+    they do count (``\boxed{185\}``) is read the way NeMo-Skills reads it, every brace
+    counted: ``185\``. ``\boxed 5`` (argument without braces) gives the token after the space,
+    up to whitespace or ``$``. Returns None when there is no box, the last box is unbalanced,
+    or it is empty.
     """
     if not text:
         return None
@@ -95,16 +98,17 @@ def extract_boxed(text: str) -> str | None:
     if text[pos] != "{":
         match = _BARE_ARG.match(text, pos)
         return match.group(0) if match else None
-    depth = 0
-    for token in _BRACE_TOKENS.finditer(text, pos):
-        char = token.group(0)
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                content = text[pos + 1 : token.start()].strip()
-                return content or None
+    for tokens in (_BRACE_TOKENS, _BRACES):
+        depth = 0
+        for token in tokens.finditer(text, pos):
+            char = token.group(0)
+            if char == "{":
+                depth += 1
+            elif char == "}":
+                depth -= 1
+                if depth == 0:
+                    content = text[pos + 1 : token.start()].strip()
+                    return content or None
     return None
 
 
@@ -139,7 +143,7 @@ _DELIMS = (("\\(", "\\)"), ("\\[", "\\]"))
 _DFRAC = re.compile(r"\\[dt]frac(?![a-zA-Z])")
 _LEFT_RIGHT = re.compile(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big)(?![a-zA-Z])\.?")
 _THOUSANDS_MARKUP = re.compile(r"\{,\}|,\\!|(?<=\d)\\,(?=\d{3}(?!\d))")
-_SPACING = re.compile(r"\\[,;:! ]|\\q?quad(?![a-zA-Z])|~")
+_SPACING = re.compile(r"(?<!\\)\\[,;:! ]|\\q?quad(?![a-zA-Z])|~")
 _DEGREE = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ(?![a-zA-Z])|\\degree(?![a-zA-Z])|°")
 # a trailing unit in text markup, optionally squared/cubed: 5\text{ cm}^2
 _TEXT_CMD = r"\\(?:text|textrm|textnormal|mbox)"
@@ -154,6 +158,8 @@ _PERCENT = re.compile(r"\s*\\?%\s*$")
 _CONTROL_SPACE = re.compile(r"(\\[a-zA-Z]+)\s+(?=[a-zA-Z0-9])")
 _DIGIT_SPACE = re.compile(r"(?<=\d)\s+(?=\d)")
 _WHITESPACE = re.compile(r"\s+")
+# pmatrix and bmatrix differ only in the brackets drawn: the same matrix (NeMo-Skills agrees).
+_BMATRIX = re.compile(r"\\(begin|end)\{bmatrix\}")
 _FRAC_SHORT = (
     (re.compile(r"\\frac([0-9a-zA-Z])([0-9a-zA-Z])"), r"\\frac{\1}{\2}"),
     (re.compile(r"\\frac([0-9a-zA-Z])\{"), r"\\frac{\1}{"),
@@ -206,7 +212,10 @@ def normalize_answer(answer: str) -> str:
     elif "°" in s:
         s = _DEGREE.sub("", s)
     s = _PERCENT.sub("", s)
-    s = s.strip().rstrip(".").rstrip()
+    # A trailing backslash ends no LaTeX answer ("185\\" from \boxed{185\}): NeMo-Skills drops it.
+    s = s.strip().rstrip("\\").rstrip().rstrip(".").rstrip()
+    if "matrix" in s:
+        s = _BMATRIX.sub(r"\\\1{pmatrix}", s)
     if "\\" in s:
         s = _CONTROL_SPACE.sub("\\1\x00", s)
     s = _DIGIT_SPACE.sub("\x00", s)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from nel.errors import NelError
 from nel.skills.backends import nemo_skills_available, select_backend
-from nel.skills.catalog import CATALOG
+from nel.skills.catalog import CATALOG, Benchmark
 from nel.skills.data import split_path
 
 
@@ -57,7 +57,16 @@ def _describe(name: str, data_dir: Path, choice: str) -> ListedBenchmark:
     else:
         count = bench.num_problems if bench else served.num_problems
         problems = str(count) if count else "?"
-    status = served.unsupported_reason() or (
-        "runnable (LLM judge: --judge-url)" if served.needs_judge else "runnable"
-    )
+    status = served.unsupported_reason() or _runnable(served.needs_judge, None if prepared else bench)
     return ListedBenchmark(name, title, served.metrics_type or "-", problems, served.kind, prepared, status)
+
+
+def _runnable(needs_judge: bool, to_download: Benchmark | None) -> str:
+    """``runnable``, with what a run needs beyond the model: a judge, the network, a token."""
+    needs = ["LLM judge: --judge-url"] if needs_judge else []
+    sources = to_download.sources if to_download is not None else ()
+    if any(source.package is None for source in sources):
+        needs.append("network to download (or --mirror)")
+    if any(source.gated for source in sources):
+        needs.append("HF_TOKEN (gated on the HF hub)")
+    return f"runnable ({'; '.join(needs)})" if needs else "runnable"
