@@ -182,7 +182,7 @@ class _Channel:
 def _load(setup: dict[str, Any]) -> dict[str, Any]:
     with open(setup["source"], encoding="utf-8") as handle:
         source = handle.read()
-    namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
+    namespace: dict[str, Any] = {"__name__": setup.get("module_name") or "__main__", "__builtins__": __builtins__}
     exec(compile(source, setup["source"], "exec"), namespace)
     return namespace
 

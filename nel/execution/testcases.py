@@ -60,11 +60,12 @@ class Program:
     target: str
     instantiate: str | None = None
     candidate_name: str | None = None
+    module_name: str = "__main__"
 
     def files(self) -> dict[str, str | bytes]:
         setup = {
             "mode": self.mode, "source": "solution.py", "target": self.target, "instantiate": self.instantiate,
-            "candidate_name": self.candidate_name,
+            "candidate_name": self.candidate_name, "module_name": self.module_name,
         }  # fmt: skip
         return {"solution.py": self.source, "setup.json": json.dumps(setup)}
 

@@ -21,6 +21,7 @@ from nel.errors import ConfigError, ScoringError
 from nel.execution.pool import ScoringPool
 from nel.execution.sandbox import CodeExecutor
 from nel.scoring.exact_match import score_exact_match
+from nel.scoring.livecodebench import LiveCodeBenchRowScorer
 from nel.scoring.multichoice import DEFAULT_LETTERS, score_multichoice
 from nel.skills.judge import VERDICTS, JudgeScorer
 from nel.types import VerifyResult
@@ -201,6 +202,7 @@ SCORERS: dict[str, Callable[[ScoringOptions], RowScorer]] = {
     "exact_match": ExactMatchRowScorer,
     "evalplus": HumanEvalRowScorer,
     "if": InstructionFollowingRowScorer,
+    "livecodebench": LiveCodeBenchRowScorer,  # code helper: LiveCodeBench (nel/scoring/livecodebench.py)
     **{metrics_type: _judge_scorer for metrics_type in VERDICTS},
 }
 
