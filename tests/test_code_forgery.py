@@ -377,3 +377,97 @@ def test_hiding_nels_environment_is_what_stops_the_dataset_lookup() -> None:
     (hidden,) = score([lookup])
     (visible,) = score([lookup], executor=LocalSandbox(2, hide_paths=("/root", "/tmp")))
     assert (hidden.reward, visible.reward) == (0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- LiveCodeBench
+
+LCB_FORGERIES: dict[str, tuple[str, str]] = {
+    "public_answers_hardcoded": ("abc001_a", "n = int(input())\nprint({3: 6, 1: -5}.get(n, 0))\n"),
+    "fake_replies_on_every_fd": (
+        "abc001_a",
+        """
+import os
+for fd in range(64):
+    try:
+        os.write(fd, b'{"ready": true}\\n' + b'{"ok": true, "stdout": "6\\\\n"}\\n' * 20)
+    except OSError:
+        pass
+print(6)
+""",
+    ),
+    "always_equal_return": (
+        "shift-all",
+        """
+class Yes(list):
+    def __eq__(self, other):
+        return True
+class Solution:
+    def shiftAll(self, nums, k):
+        return Yes()
+""",
+    ),
+    "json_and_harness_patched": (
+        "shift-all",
+        """
+import json, __main__
+json.dumps = lambda *a, **k: '{"ok": true, "value": [3, 4, 5]}'
+__main__.encode = lambda value, depth=0: [3, 4, 5]
+class Solution:
+    def shiftAll(self, nums, k):
+        return None
+""",
+    ),
+    "alarm_ignored_and_slow": (
+        "abc001_a",
+        """
+import signal, time
+signal.signal(signal.SIGALRM, signal.SIG_IGN)
+signal.alarm(0)
+time.sleep(3)
+input()
+print(sum(map(int, input().split())))
+""",
+    ),
+    "tests_read_from_disk": (
+        "abc001_a",
+        """
+import glob, json
+answers = {}
+for path in glob.glob("/tmp/**/*.jsonl", recursive=True) + glob.glob("/root/.cache/nel/**/*.jsonl", recursive=True):
+    for line in open(path):
+        try:
+            row = json.loads(line)
+            for t in json.loads(row["public_test_cases"]):
+                answers[t["input"]] = t["output"]
+        except Exception:
+            pass
+import sys
+text = sys.stdin.read()
+print(answers.get(text, "0"), end="")
+""",
+    ),
+}
+
+
+def test_no_livecodebench_forgery_scores_above_zero(tmp_path: Any) -> None:
+    from nel.scoring.livecodebench import score_livecodebench
+    from nel.skills.livecodebench import RELEASE_FILES, livecodebench_rows
+    from tests import lcb_fixture as fx
+
+    folder = fx.write_release(tmp_path)
+    rows = {r["task_id"]: r for r in livecodebench_rows([folder / name for name in RELEASE_FILES["v6"]])}
+
+    async def main() -> list[VerifyResult]:
+        jobs = [
+            score_livecodebench(rows[task], fx.response(code), timeout=1.0)
+            for task, code in LCB_FORGERIES.values()
+        ]
+        return list(await asyncio.gather(*jobs))
+
+    results = asyncio.run(main())
+    forged = {name: r.details for name, r in zip(LCB_FORGERIES, results) if r.reward > 0}
+    assert forged == {}
+    assert (
+        dict(zip(LCB_FORGERIES, (r.details["status"] for r in results)))["alarm_ignored_and_slow"]
+        == "timeout"
+    )
