@@ -9,6 +9,7 @@ import functools
 import http.server
 import importlib.util
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -261,3 +262,26 @@ def test_nel_eval_run_end_to_end(tmp_path: Path, data_dir: Path, rows: dict[str,
     assert metrics["livecodebench"]["pass@1[avg-of-2]"]["accuracy"] == pytest.approx(50.0)
     assert metrics["livecodebench-easy"]["pass@2"]["accuracy"] == pytest.approx(100.0)
     assert metrics["livecodebench-hard"]["pass@2"]["accuracy"] == pytest.approx(0.0)
+
+
+def test_python_m_nel_launch_end_to_end(
+    tmp_path: Path, data_dir: Path, rows: dict[str, dict[str, Any]]
+) -> None:
+    def answer(body: dict[str, Any]) -> Rule:
+        text = body["messages"][-1]["content"]
+        task = next(t for t in rows if f"Solve problem {t}." in text)
+        return Rule(content=fx.response(fx.REFERENCE[task]))
+
+    root = Path(__file__).resolve().parents[1]
+    with ModelServer(answer_fn=answer) as server:
+        done = subprocess.run(
+            [sys.executable, "-m", "nel.launch", "bench=skills/livecodebench", f"model.url={server.base_url}",
+             "model.model_id=m", f"data_dir={data_dir}", f"output_root={tmp_path}", "shards=2",
+             "hydra/launcher=basic"],
+            capture_output=True, text=True, timeout=300, cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (metrics_file,) = tmp_path.rglob("metrics.json")
+    metrics = json.loads(metrics_file.read_text())
+    assert metrics["livecodebench"]["pass@1"]["accuracy"] == pytest.approx(100.0)
+    assert {"livecodebench-easy", "livecodebench-medium", "livecodebench-hard"} <= set(metrics)
