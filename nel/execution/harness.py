@@ -32,7 +32,8 @@ Modes (``setup.json`` ``mode``):
 
 The wire format is JSON with tags for what JSON lacks: ``{"$tuple": [...]}``,
 ``{"$dict": [[k, v], ...]}`` (any keys), ``{"$set": [...]}``, ``{"$frozenset": [...]}``,
-``{"$bytes": "<hex>"}``, ``{"$complex": [re, im]}``, ``{"$float": "nan"|"inf"|"-inf"}``.
+``{"$bytes": "<hex>"}``, ``{"$complex": [re, im]}``, ``{"$float": "nan"|"inf"|"-inf"}``,
+``{"$int": "<hex>"}`` (integers too long for JSON's decimal digits).
 Only exact built-in types travel. A value of a *subclass* of int, float, str, list, tuple or
 dict is sent as its plain value, read with the base type's own methods (never the subclass's
 ``__eq__``, ``__iter__``, ...); a numpy scalar as its ``.item()``; anything else is
@@ -50,6 +51,7 @@ import traceback
 from typing import Any
 
 MAX_DEPTH = 100
+_BIG = 1 << 12000  # about 3,600 decimal digits
 
 
 class NotPlainData(TypeError):
@@ -61,8 +63,10 @@ def encode(value: Any, depth: int = 0) -> Any:
     if depth > MAX_DEPTH:
         raise NotPlainData(f"nested deeper than {MAX_DEPTH}")
     kind = type(value)
-    if value is None or kind is bool or kind is str or kind is int:
+    if value is None or kind is bool or kind is str:
         return value
+    if kind is int:  # past ~4,000 digits Python's decimal int parsing refuses: send hex
+        return value if -_BIG < value < _BIG else {"$int": hex(value)}
     if kind is float:
         return value if math.isfinite(value) else {"$float": repr(value)}
     if kind is list:
@@ -101,7 +105,7 @@ def _plain_base(value: Any) -> Any:
     raise NotPlainData(f"{type(value).__module__}.{type(value).__qualname__} is not plain data")
 
 
-_TAGS = {"$tuple", "$dict", "$set", "$frozenset", "$bytes", "$complex", "$float"}
+_TAGS = {"$tuple", "$dict", "$set", "$frozenset", "$bytes", "$complex", "$float", "$int"}
 
 
 def decode(data: Any, depth: int = 0) -> Any:
@@ -127,6 +131,8 @@ def _decode_tagged(tag: str, body: Any, depth: int) -> Any:
         return float(body)
     if tag == "$bytes":
         return bytes.fromhex(str(body))
+    if tag == "$int":
+        return int(str(body), 16)
     if type(body) is not list:
         raise ValueError(f"{tag} needs a list")
     items = [decode(item, depth + 1) for item in body]
@@ -182,7 +188,10 @@ class _Channel:
 def _load(setup: dict[str, Any]) -> dict[str, Any]:
     with open(setup["source"], encoding="utf-8") as handle:
         source = handle.read()
-    namespace: dict[str, Any] = {"__name__": setup.get("module_name") or "__main__", "__builtins__": __builtins__}
+    namespace: dict[str, Any] = {
+        "__name__": setup.get("module_name") or "__main__",
+        "__builtins__": __builtins__,
+    }
     exec(compile(source, setup["source"], "exec"), namespace)
     return namespace
 

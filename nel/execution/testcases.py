@@ -33,7 +33,7 @@ from nel.execution.sandbox import ExecutionResult, SandboxLimits, SandboxSession
 __all__ = [
     "CaseOutcome",
     "Program",
-    "TestRun",
+    "CaseResults",
     "open_program",
     "relay",
     "run_test_cases",
@@ -87,7 +87,7 @@ class CaseOutcome:
 
 
 @dataclass
-class TestRun:
+class CaseResults:
     """All test cases of one program. ``setup_error``: the program failed before the first
     test (syntax error, missing target, timed out loading); ``outcomes`` are in case order,
     without the cases never run."""
@@ -167,13 +167,13 @@ async def run_test_cases(
     workers: int = 1,
     limits: SandboxLimits | None = None,
     slot: Slot | None = None,
-) -> TestRun:
+) -> CaseResults:
     """Run every request against ``program`` and judge each reply here (see the module doc).
 
     ``slot`` (e.g. :meth:`LocalSandbox.slot`) is held by each worker sandbox while it runs,
     so the sandbox's concurrency bound covers these runs too.
     """
-    run = TestRun(total=len(requests))
+    run = CaseResults(total=len(requests))
     start = time.monotonic()
     state = _Shared(len(requests), stop_at_first_failure)
     job = _Worker(

@@ -40,7 +40,7 @@ from typing import Any
 from nel.errors import ConfigError, DataError, ScoringError
 from nel.execution import harness
 from nel.execution.sandbox import LocalSandbox
-from nel.execution.testcases import Program, TestRun, run_test_cases
+from nel.execution.testcases import CaseResults, Program, run_test_cases
 from nel.skills.livecodebench import problem_tests
 from nel.types import VerifyResult
 
@@ -193,7 +193,7 @@ async def score_livecodebench(
     return VerifyResult(reward, code, details, {"accuracy": reward})
 
 
-def _describe(run: TestRun, details: dict[str, Any]) -> None:
+def _describe(run: CaseResults, details: dict[str, Any]) -> None:
     failure = run.first_failure
     details.update(
         no_answer=False,
