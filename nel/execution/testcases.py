@@ -160,7 +160,7 @@ async def run_test_cases(
     requests: Sequence[dict[str, Any]],
     judge: Judge,
     *,
-    test_timeout: float,
+    test_timeout: float | Sequence[float],
     overall_timeout: float,
     setup_timeout: float | None = None,
     stop_at_first_failure: bool = True,
@@ -171,14 +171,19 @@ async def run_test_cases(
     """Run every request against ``program`` and judge each reply here (see the module doc).
 
     ``slot`` (e.g. :meth:`LocalSandbox.slot`) is held by each worker sandbox while it runs,
-    so the sandbox's concurrency bound covers these runs too.
+    so the sandbox's concurrency bound covers these runs too. ``test_timeout`` is one limit
+    for every case or one per case (EvalPlus scales each by the reference solution's time).
     """
     run = CaseResults(total=len(requests))
     start = time.monotonic()
     state = _Shared(len(requests), stop_at_first_failure)
-    job = _Worker(
-        program, requests, judge, test_timeout, overall_timeout, setup_timeout or test_timeout, limits
+    limits_each = (
+        [float(test_timeout)] * len(requests)
+        if isinstance(test_timeout, (int, float))
+        else list(test_timeout)
     )
+    setup = setup_timeout if setup_timeout is not None else max(limits_each, default=1.0)
+    job = _Worker(program, requests, judge, limits_each, overall_timeout, setup, limits)
     count = max(1, min(workers, len(requests)))
     results = await asyncio.gather(*[job.run(state, slot) for _ in range(count)])
     run.outcomes = sorted(state.outcomes.values(), key=lambda o: o.index)
@@ -228,7 +233,7 @@ class _Worker:
     program: Program
     requests: Sequence[dict[str, Any]]
     judge: Judge
-    test_timeout: float
+    test_timeouts: Sequence[float]
     overall_timeout: float
     setup_timeout: float
     limits: SandboxLimits | None
@@ -265,19 +270,18 @@ class _Worker:
                 return  # this sandbox is gone or stuck; in stop-at-first-failure mode all stop
 
     async def _case(self, session: SandboxSession, index: int) -> CaseOutcome:
+        limit = self.test_timeouts[index]
         sent = time.monotonic()
         if not await session.send_line(harness.dumps(self.requests[index])):
             return CaseOutcome(index, "crashed", "the program stopped reading its input")
         try:
-            reply = _parse(await session.read_line(self.test_timeout))
+            reply = _parse(await session.read_line(limit))
         except TimeoutError:
-            return CaseOutcome(
-                index, "timeout", f"no answer within {self.test_timeout:g}s", time.monotonic() - sent
-            )
+            return CaseOutcome(index, "timeout", f"no answer within {limit:g}s", time.monotonic() - sent)
         elapsed = time.monotonic() - sent
         if reply is None:
             return CaseOutcome(index, "crashed", "the program died or broke the protocol", elapsed)
-        if elapsed > self.test_timeout:
+        if elapsed > limit:
             return CaseOutcome(index, "timeout", f"answered after {elapsed:.2f}s", elapsed)
         if not reply.get("ok"):
             error = str(reply.get("error", ""))

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from nel.client import ModelClient
 from nel.errors import ConfigError, ScoringError
 from nel.execution.pool import ScoringPool
-from nel.execution.sandbox import CodeExecutor
+from nel.execution.sandbox import CodeExecutor, LocalSandbox
 from nel.scoring.exact_match import score_exact_match
 from nel.scoring.livecodebench import LiveCodeBenchRowScorer
 from nel.scoring.multichoice import DEFAULT_LETTERS, score_multichoice
@@ -135,17 +135,23 @@ class ExactMatchRowScorer:
 
 
 class HumanEvalRowScorer:
-    """``evalplus`` (HumanEval): the problem's tests against the response's code, sandboxed."""
+    """``evalplus`` (HumanEval): the problem's tests against the response's code, sandboxed;
+    EvalPlus rows (with ``base_input``/``plus_input``) get base and plus tests."""
 
     def __init__(self, options: ScoringOptions) -> None:
-        from nel.execution.sandbox import LocalSandbox
-
         self.options = options
         self.executor = options.executor or LocalSandbox(max_concurrency=os.cpu_count() or 1)
+        self._plus: Any = None
 
     async def score(self, response: str, row: Row, *, where: str) -> VerifyResult:
         from nel.scoring.code import score_humaneval
 
+        if "plus_input" in row and isinstance(self.executor, LocalSandbox):  # code helper: HumanEval+ rows
+            if self._plus is None:
+                from nel.scoring.evalplus import EvalPlusGrader
+
+                self._plus = EvalPlusGrader(self.executor)
+            return await self._plus.score(row, response)
         return await score_humaneval(row, response, executor=self.executor, timeout=self.options.code_timeout)
 
     async def aclose(self) -> None:
