@@ -744,3 +744,45 @@ def test_humaneval_through_remote_sandbox() -> None:
         assert cheat.reward == 0.0
 
     with_server(test)
+
+
+# --------------------------------------------------------------------------- (h) privileges
+
+
+PRIVILEGES = """
+import os, subprocess, sys
+status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
+print("NNP", status["NoNewPrivs"].strip())
+print("NOSUID", bool(os.statvfs("/").f_flag & os.ST_NOSUID))
+print("EUID_VIA_SETUID", subprocess.run([sys.argv[1] if len(sys.argv) > 1 else {suid!r}, "-u"],
+      capture_output=True, text=True).stdout.strip())
+"""
+
+
+@needs_namespaces
+@needs_uid_drop
+def test_setuid_binaries_give_no_root_back() -> None:
+    """A setuid-root copy of ``id`` would report euid 0 without nosuid and no_new_privs."""
+    holder = Path(tempfile.mkdtemp(prefix="nel-suid-", dir="/opt" if os.path.isdir("/opt") else "/srv"))
+    try:
+        os.chmod(holder, 0o755)
+        suid = holder / "id"
+        suid.write_bytes(Path("/usr/bin/id").read_bytes())
+        os.chmod(suid, 0o4755)
+        assert os.stat(suid).st_mode & 0o4000
+        result = run(PRIVILEGES.format(suid=str(suid)))
+    finally:
+        for child in holder.iterdir():
+            child.unlink()
+        holder.rmdir()
+    assert result.status == "ok", result.stderr
+    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines())
+    assert lines["NNP"] == "1"
+    assert lines["NOSUID"] == "True"
+    assert lines["EUID_VIA_SETUID"] == str(result.isolation["uid"])
+    assert result.isolation["nosuid_root"] is True and result.isolation["no_new_privs"] is True
+
+
+def test_no_new_privs_in_plain_mode_too() -> None:
+    result = run("print(open('/proc/self/status').read().split('NoNewPrivs:')[1].split()[0])", isolate=False)
+    assert result.stdout.strip() == "1"

@@ -84,7 +84,8 @@ def test_return_none_bodies_all_fail() -> None:
     passed = [p["task_id"] for (p, _), r in zip(pairs, results) if r.reward != 0.0]
     assert passed == []
     assert all(r.scores == {"passing_base_tests": 0.0} for r in results)
-    assert all(r.details["status"] == "error" for r in results)
+    assert all(r.details["status"] in {"failed", "error"} for r in results)
+    assert all(r.details["verdict_by"] == "checker sandbox" for r in results)
 
 
 def test_broken_responses_score_zero() -> None:
@@ -109,9 +110,10 @@ def test_broken_responses_score_zero() -> None:
     assert "SyntaxError" in by_name["syntax_error"].details["stderr_tail"]
     assert "AssertionError" in by_name["wrong_answer"].details["stderr_tail"]
     assert "NotImplementedError" in by_name["raises"].details["stderr_tail"]
-    assert by_name["exit_before_tests"].details["status"] == "ok"
-    assert by_name["exit_before_tests"].details["reason"] == "exited 0 before the tests finished"
-    assert by_name["os_exit_before_tests"].details["status"] == "ok"
+    assert by_name["wrong_answer"].details["status"] == "failed"
+    for exited in ("exit_before_tests", "os_exit_before_tests"):
+        assert by_name[exited].details["status"] == "error", exited
+        assert by_name[exited].details["reason"] == "the program exited before the tests ran", exited
     assert by_name["unfinished_thinking"].details["status"] == "no_code"
     assert by_name["empty"].details["no_answer"] is True
     assert by_name["infinite_loop"].details["status"] == "timeout"

@@ -31,6 +31,12 @@ def _humaneval_row() -> dict[str, Any]:
             "test": "def check(candidate):\n    assert candidate(1, 2) == 3\n", "question": "add"}  # fmt: skip
 
 
+def _livecodebench_row() -> dict[str, Any]:
+    tests = '[{"input": "2 3\\n", "output": "5\\n", "testtype": "stdin"}]'
+    return {"task_id": "lcb/0", "difficulty": "easy", "question": "add", "public_test_cases": tests,
+            "private_test_cases": "[]", "metadata": "{}"}  # fmt: skip
+
+
 def _if_sample() -> tuple[str, dict[str, Any]]:
     row = load_ifbench_rows()[6]  # its sample response follows its one instruction
     reply = {r["prompt"]: r["response"] for r in load_ifbench_sample_outputs()}[row["prompt"]]
@@ -44,6 +50,7 @@ SAMPLES: dict[str, tuple[str, dict[str, Any], str | None]] = {
     "exact_match": ("The answer is Paris.", {"question": "q", "expected_answer": ["Paris"]}, None),
     "evalplus": ("```python\ndef add(a, b):\n    return a + b\n```", _humaneval_row(), None),
     "if": (*_if_sample(), None),
+    "livecodebench": ("```python\na, b = map(int, input().split())\nprint(a + b)\n```", _livecodebench_row(), None),
     "simpleqa": ("Paris", {"question": "q", "expected_answer": "Paris"}, "A"),
     "hle": ("Answer: 2", {"problem": "q", "expected_answer": "2"}, "Judgement: yes"),
 }

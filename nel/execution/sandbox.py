@@ -22,13 +22,17 @@ keys are not there to read). Resource limits (``RLIMIT_AS``, ``RLIMIT_CPU``, ``R
     - leaves the new network namespace without any interface up: no network at all, not even
       127.0.0.1 of the host;
     - mounts an empty read-only tmpfs over the ``hide_paths`` (default: ``/root``, ``/home``,
-      ``/tmp``, ``/var/tmp``, ``/run`` and the parent's working directory, i.e. the project
-      checkout with its ``.env`` files): other runs' files and the host's unix sockets (database,
-      munge, slurm, ...) are out of sight;
+      ``/tmp``, ``/var/tmp``, ``/run``, the parent's working directory, i.e. the project
+      checkout with its ``.env`` files, nel's own ``sys.prefix`` (a venv's packages ship
+      benchmark data such as HumanEval's canonical solutions) and ``$NEL_DATA_DIR``): other
+      runs' files, the answers and the host's unix sockets (database, munge, slurm, ...) are
+      out of sight;
     - mounts a size-capped tmpfs at the run's temp dir path (so the disk cannot be filled) and
       a private small tmpfs over ``/dev/shm``;
-    - remounts every other mount point read-only (bind remounts: private to the namespace);
-    - forks the user program, which drops to a per-run unprivileged uid/gid before ``exec``
+    - remounts every other mount point read-only and ``nosuid`` (bind remounts: private to the
+      namespace), so a setuid-root binary runs with the program's own uid;
+    - forks the user program, which drops to a per-run unprivileged uid/gid and sets
+      ``no_new_privs`` (no later ``exec`` can gain privileges) before ``exec``
       (``RLIMIT_NPROC`` is ignored for uid 0, so the uid drop is what makes it bite), and
       whose ``/proc`` shows only the namespace's own processes (the parent's
       ``/proc/<pid>/environ`` is not reachable).
@@ -80,6 +84,8 @@ __all__ = [
     "LocalSandbox",
     "SandboxCapabilities",
     "SandboxClient",
+    "SandboxLimits",
+    "SandboxSession",
     "run_code",
     "sandbox_capabilities",
 ]
@@ -301,11 +307,14 @@ if cfg["namespaces"]:
             if point in keep_rw or point.startswith("/proc/"):
                 continue
             try:
-                mount(None, point, None, MS_BIND | MS_REMOUNT | MS_RDONLY | statvfs_flags(point), None)
+                # nosuid everywhere: a setuid binary must not give the program euid 0 back.
+                flags = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | statvfs_flags(point)
+                mount(None, point, None, flags, None)
                 report["mounts_ro"] += 1
             except OSError as exc:
                 report["mounts_ro_failed"].append(point)
         report["readonly_root"] = "/" not in report["mounts_ro_failed"] and report["mounts_ro"] > 0
+        report["nosuid_root"] = bool(os.statvfs("/").f_flag & os.ST_NOSUID)
     except Exception as exc:
         report["errors"].append(f"setup: {exc!r}")
         os.write(status_fd, json.dumps({"setup_failed": repr(exc), "report": report}).encode())
@@ -328,6 +337,9 @@ if pid == 0:
             os.setgroups([])
             os.setresgid(gid, gid, gid)
             os.setresuid(uid, uid, uid)
+        # no_new_privs: no exec (setuid bit, file capabilities) can raise privileges again.
+        if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
         os.chdir(workdir)
         os.execve(cfg["argv"][0], cfg["argv"], cfg["env"])
     except BaseException as exc:
@@ -409,7 +421,9 @@ def _hide_paths(requested: tuple[str, ...] | None, keep_visible: list[str]) -> l
     one: the launcher re-creates it on top."""
     paths = list(DEFAULT_HIDE_PATHS) if requested is None else list(requested)
     if requested is None:
-        paths.append(os.getcwd())
+        # Also where the answers are: nel's own environment (its packages ship benchmark data,
+        # e.g. HumanEval's canonical solutions) and its data directory.
+        paths += [os.getcwd(), sys.prefix, os.environ.get("NEL_DATA_DIR", "/")]
     reals = []
     for path in paths:
         real = os.path.realpath(path)
@@ -477,6 +491,279 @@ def _classify(
 # --------------------------------------------------------------------------- run_code
 
 
+@dataclass(frozen=True)
+class SandboxLimits:
+    """The limits of one sandboxed program (see :func:`run_code` for what each one means)."""
+
+    memory_mb: int = DEFAULT_MEMORY_MB
+    cpu_time_s: int | None = None
+    max_processes: int = DEFAULT_MAX_PROCESSES
+    max_file_mb: int = DEFAULT_MAX_FILE_MB
+    workdir_mb: int = DEFAULT_WORKDIR_MB
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
+    hide_paths: tuple[str, ...] | None = None
+    python: str | None = None
+    isolate: bool = True
+
+
+class SandboxSession:
+    """One sandboxed program that nel talks to while it runs, line by line over its stdin and
+    stdout (how :mod:`nel.execution.testcases` feeds test cases one at a time and times each
+    answer on nel's own clock). :func:`run_code` is a session that is fed its stdin at once.
+
+    Use as ``async with await SandboxSession.start(code, ...) as session``; :meth:`finish`
+    ends the program (killing whatever is left) and reports it as an :class:`ExecutionResult`
+    (its ``stdout`` holds only what no :meth:`read_line` consumed). Leaving the ``async with``
+    without :meth:`finish` kills it.
+    """
+
+    def __init__(self, limits: SandboxLimits, wall_timeout: float) -> None:
+        self.limits = limits
+        self._wall_timeout = wall_timeout
+        self._caps = sandbox_capabilities()
+        self._use_ns = limits.isolate and self._caps.mode == "namespaces"
+        self._uid = _allocate_uid() if self._caps.drop_uid else None
+        self._workdir = tempfile.mkdtemp(prefix="nel-sandbox-")
+        os.chmod(self._workdir, 0o700)
+        self._status_r, self._status_w = os.pipe()
+        self._start = time.monotonic()
+        self._deadline = self._start + wall_timeout
+        self._proc: asyncio.subprocess.Process | None = None
+        self._status: asyncio.StreamReader | None = None
+        self._status_transport: asyncio.BaseTransport | None = None
+        self._stderr: asyncio.Future[tuple[bytes, bool]] | None = None
+        self._rlimits: dict[str, tuple[int, int]] = {}
+        self._finished = False
+
+    @classmethod
+    async def start(
+        cls,
+        code: str,
+        *,
+        language: str = "python",
+        files: dict[str, str | bytes] | None = None,
+        timeout: float = 10.0,
+        limits: SandboxLimits | None = None,
+        line_limit: int = 2**16,
+    ) -> SandboxSession:
+        """Start ``code``; ``timeout`` is the whole program's wall-clock budget (from now),
+        ``line_limit`` the longest stdout line :meth:`read_line` accepts."""
+        session = cls(limits or SandboxLimits(), timeout)
+        try:
+            await session._spawn(code, language, files or {}, line_limit)
+        except BaseException:
+            await session._cleanup()
+            raise
+        return session
+
+    async def _spawn(self, code: str, language: str, files: dict[str, str | bytes], line_limit: int) -> None:
+        limits, caps = self.limits, self._caps
+        interpreter = limits.python or caps.python
+        filename, argv = _program(language, code, interpreter)
+        cpu = limits.cpu_time_s if limits.cpu_time_s is not None else int(self._wall_timeout) + 2
+        mem = int(limits.memory_mb) * 1024 * 1024
+        self._rlimits = {
+            "RLIMIT_AS": (mem, mem),
+            "RLIMIT_CPU": (cpu, cpu + 1),
+            "RLIMIT_FSIZE": (limits.max_file_mb * 1024 * 1024,) * 2,
+            "RLIMIT_NPROC": (limits.max_processes, limits.max_processes),
+            "RLIMIT_NOFILE": (256, 256),
+            "RLIMIT_CORE": (0, 0),
+        }
+        _write_files(self._workdir, {filename: code, **files})
+        env = {"PATH": _SAFE_PATH, "LANG": "C.UTF-8", "HOME": self._workdir, "TMPDIR": self._workdir}
+        hidden = _hide_paths(limits.hide_paths, [os.path.realpath(interpreter)]) if self._use_ns else []
+        cfg = {
+            "status_fd": self._status_w,
+            "namespaces": self._use_ns,
+            "workdir": self._workdir,
+            "workdir_mb": int(limits.workdir_mb),
+            "hide": hidden,
+            "uid": self._uid,
+            "gid": self._uid,
+            "rlimits": self._rlimits,
+            "argv": argv,
+            "env": env,
+        }
+        launcher = [sys.executable, "-I", "-S", "-c", _LAUNCHER, json.dumps(cfg)]
+        cmd = [caps.unshare, *_UNSHARE_ARGS, "--", *launcher] if self._use_ns else launcher
+        self._proc = await asyncio.create_subprocess_exec(
+            *cmd,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={"PATH": _SAFE_PATH, "LANG": "C.UTF-8"},
+            cwd="/",
+            pass_fds=(self._status_w,),
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+            limit=line_limit,
+        )
+        os.close(self._status_w)
+        self._status_w = -1
+        # The launcher writes how the program ended to the status pipe and exits; EOF on it
+        # (not proc.wait(), which also waits for every holder of the output pipes) ends the run.
+        status = self._status = asyncio.StreamReader()
+        self._status_transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(status), os.fdopen(self._status_r, "rb", 0)
+        )
+        self._status_r = -1  # owned by the transport now
+        self._deadline = time.monotonic() + self._wall_timeout
+        assert self._proc.stderr is not None
+        self._stderr = asyncio.ensure_future(_drain(self._proc.stderr, limits.max_output_bytes))
+
+    @property
+    def deadline(self) -> float:
+        """When (``time.monotonic()``) the program's wall-clock budget runs out."""
+        return self._deadline
+
+    async def send_line(self, data: bytes) -> bool:
+        """Write one line to the program's stdin; False if it no longer reads it."""
+        assert self._proc is not None and self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(data + b"\n")
+            await self._proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            return False
+        return True
+
+    async def read_line(self, timeout: float) -> bytes | None:
+        """The program's next stdout line (without its newline); None at EOF (or a line longer
+        than ``line_limit``, which counts as the program breaking the protocol). Raises
+        ``TimeoutError`` after ``timeout`` seconds, or when the wall-clock budget runs out."""
+        assert self._proc is not None and self._proc.stdout is not None
+        timeout = min(timeout, self.deadline - time.monotonic())
+        if timeout <= 0:
+            raise TimeoutError
+        try:
+            line = await asyncio.wait_for(self._proc.stdout.readline(), timeout)
+        except (ValueError, asyncio.LimitOverrunError):
+            return None
+        except asyncio.TimeoutError as exc:
+            raise TimeoutError from exc
+        if not line.endswith(b"\n"):
+            return None
+        return line[:-1]
+
+    async def feed_and_close(self, data: bytes) -> None:
+        """Write all of ``data`` to stdin, then close it (what :func:`run_code` does)."""
+        assert self._proc is not None
+        await _feed(self._proc.stdin, data)
+
+    async def finish(self, wait: bool = True, close_stdin: bool = True) -> ExecutionResult:
+        """End the program and report it. ``wait``: let it run to its end within its budget
+        (else it is killed at once, as after a test failed); ``close_stdin``: send it EOF."""
+        assert self._proc is not None and self._status is not None and self._stderr is not None
+        self._finished = True
+        proc = self._proc
+        assert proc.stdout is not None
+        stdout_task = asyncio.ensure_future(_drain(proc.stdout, self.limits.max_output_bytes))
+        timed_out = False
+        status_bytes = b""
+        try:
+            if close_stdin and proc.stdin is not None and not proc.stdin.is_closing():
+                proc.stdin.close()
+            budget = self.deadline - time.monotonic() if wait else 0.0
+            try:
+                status_bytes = await asyncio.wait_for(self._status.read(), max(budget, 0.0))
+            except asyncio.TimeoutError:
+                timed_out = wait
+        finally:
+            if self._status_transport is not None:
+                self._status_transport.close()
+            # Whatever is still running now dies: the process group, the pid namespace (its
+            # pid 1 gets SIGKILL when unshare dies) and, in plain mode, everything of our uid.
+            _kill_group(proc.pid)
+            if self._uid is not None and not self._use_ns:
+                await asyncio.to_thread(_kill_uid, self._uid, self._caps.python)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(proc.wait(), 5)
+        try:
+            (out, out_cut), (err, err_cut) = await asyncio.wait_for(
+                asyncio.gather(stdout_task, self._stderr), 5
+            )
+        except asyncio.TimeoutError:  # a process we could not kill keeps a pipe open
+            stdout_task.cancel()
+            out, out_cut, err, err_cut = b"", True, b"sandbox: output pipes stuck open\n", True
+        try:
+            outcome = json.loads(status_bytes or b"{}")
+        except ValueError:
+            outcome = {}
+        return self._result(outcome, timed_out, out, out_cut, err, err_cut)
+
+    def _result(
+        self, outcome: dict[str, Any], timed_out: bool, out: bytes, out_cut: bool, err: bytes, err_cut: bool
+    ) -> ExecutionResult:
+        assert self._proc is not None
+        stderr = err.decode("utf-8", errors="replace")
+        if "setup_failed" in outcome:
+            raise ScoringError(
+                f"sandbox setup failed ({outcome['setup_failed']}); isolation report: {outcome.get('report')}"
+            )
+        exit_code: int | None = outcome.get("exit")
+        signo: int | None = outcome.get("signal")
+        returncode = self._proc.returncode
+        if exit_code is None and signo is None and not timed_out and returncode is not None:
+            # The launcher itself died (or no status): use what the outer process reports.
+            if returncode < 0:
+                signo = -returncode
+            else:
+                exit_code = returncode
+        status, code = _classify(timed_out=timed_out, exit_code=exit_code, signo=signo, stderr=stderr)
+        report = outcome.get("report", {})
+        isolation = {
+            "mode": "namespaces" if self._use_ns else "plain",
+            "network_namespace": self._use_ns,
+            "pid_namespace": self._use_ns,
+            "mount_namespace": self._use_ns,
+            "readonly_root": bool(report.get("readonly_root", False)),
+            "nosuid_root": bool(report.get("nosuid_root", False)),
+            "no_new_privs": True,
+            "hidden_paths": report.get("hidden", []),
+            "uid": self._uid,
+            "rlimits": {k: v[0] for k, v in self._rlimits.items()},
+        }
+        if report.get("errors"):
+            isolation["setup_errors"] = report["errors"]
+        return ExecutionResult(
+            status=status,
+            returncode=code,
+            stdout=out.decode("utf-8", errors="replace"),
+            stderr=stderr,
+            duration_s=time.monotonic() - self._start,
+            stdout_truncated=out_cut,
+            stderr_truncated=err_cut,
+            network_isolated=self._use_ns,
+            isolation=isolation,
+        )
+
+    async def __aenter__(self) -> SandboxSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._cleanup()
+
+    async def _cleanup(self) -> None:
+        """Nothing of the run may outlive it (also on cancellation)."""
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            _kill_group(proc.pid)
+            if self._uid is not None and not self._use_ns:
+                await asyncio.to_thread(_kill_uid, self._uid, self._caps.python)
+        if self._status_transport is not None:
+            self._status_transport.close()
+        if self._stderr is not None and not self._stderr.done():
+            self._stderr.cancel()
+        for fd in (self._status_r, self._status_w):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._status_r = self._status_w = -1
+        if self._uid is not None:
+            _uids_in_use.discard(self._uid)
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+
 async def run_code(
     code: str,
     *,
@@ -503,147 +790,19 @@ async def run_code(
     directories. ``isolate=False`` skips the namespaces even where available (plain mode).
     Never raises for anything the code does; raises ``ValueError`` for a bad language.
     """
-    caps = sandbox_capabilities()
-    use_ns = isolate and caps.mode == "namespaces"
-    interpreter = python or caps.python
-    filename, argv = _program(language, code, interpreter)
-    cpu = cpu_time_s if cpu_time_s is not None else int(timeout) + 2
-    mem = int(memory_mb) * 1024 * 1024
-    rlimits = {
-        "RLIMIT_AS": (mem, mem),
-        "RLIMIT_CPU": (cpu, cpu + 1),
-        "RLIMIT_FSIZE": (max_file_mb * 1024 * 1024,) * 2,
-        "RLIMIT_NPROC": (max_processes, max_processes),
-        "RLIMIT_NOFILE": (256, 256),
-        "RLIMIT_CORE": (0, 0),
-    }
-    uid = _allocate_uid() if caps.drop_uid else None
-    workdir = tempfile.mkdtemp(prefix="nel-sandbox-")
-    os.chmod(workdir, 0o700)
-    status_r, status_w = os.pipe()
-    start = time.monotonic()
-    proc: asyncio.subprocess.Process | None = None
-    readers: asyncio.Future[Any] | None = None
-    feeder: asyncio.Future[None] | None = None
-    timed_out = False
-    try:
-        _write_files(workdir, {filename: code, **(files or {})})
-        env = {"PATH": _SAFE_PATH, "LANG": "C.UTF-8", "HOME": workdir, "TMPDIR": workdir}
-        hidden = _hide_paths(hide_paths, [os.path.realpath(interpreter)]) if use_ns else []
-        cfg = {
-            "status_fd": status_w,
-            "namespaces": use_ns,
-            "workdir": workdir,
-            "workdir_mb": int(workdir_mb),
-            "hide": hidden,
-            "uid": uid,
-            "gid": uid,
-            "rlimits": rlimits,
-            "argv": argv,
-            "env": env,
-        }
-        launcher = [sys.executable, "-I", "-S", "-c", _LAUNCHER, json.dumps(cfg)]
-        cmd = [caps.unshare, *_UNSHARE_ARGS, "--", *launcher] if use_ns else launcher
-        proc = await asyncio.create_subprocess_exec(
-            *cmd,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env={"PATH": _SAFE_PATH, "LANG": "C.UTF-8"},
-            cwd="/",
-            pass_fds=(status_w,),
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-        os.close(status_w)
-        status_w = -1
-        # The launcher writes how the program ended to the status pipe and exits; EOF on it
-        # (not proc.wait(), which also waits for every holder of the output pipes) ends the run.
-        status_reader = asyncio.StreamReader()
-        status_transport, _ = await asyncio.get_running_loop().connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(status_reader), os.fdopen(status_r, "rb", 0)
-        )
-        status_r = -1  # owned by the transport now
-        assert proc.stdout is not None and proc.stderr is not None
-        readers = asyncio.gather(_drain(proc.stdout, max_output_bytes), _drain(proc.stderr, max_output_bytes))
-        feeder = asyncio.ensure_future(_feed(proc.stdin, stdin.encode("utf-8")))
-        status_bytes = b""
+    limits = SandboxLimits(
+        memory_mb=memory_mb, cpu_time_s=cpu_time_s, max_processes=max_processes, max_file_mb=max_file_mb,
+        workdir_mb=workdir_mb, max_output_bytes=max_output_bytes, hide_paths=hide_paths, python=python,
+        isolate=isolate,
+    )  # fmt: skip
+    _program(language, code, "")  # a bad language fails before anything starts
+    session = await SandboxSession.start(code, language=language, files=files, timeout=timeout, limits=limits)
+    async with session:
+        feeder = asyncio.ensure_future(session.feed_and_close(stdin.encode("utf-8")))
         try:
-            status_bytes = await asyncio.wait_for(status_reader.read(), timeout)
-        except asyncio.TimeoutError:
-            timed_out = True
+            return await session.finish(close_stdin=False)
         finally:
-            status_transport.close()
-            # Whatever is still running now dies: the process group, the pid namespace (its
-            # pid 1 gets SIGKILL when unshare dies) and, in plain mode, everything of our uid.
-            _kill_group(proc.pid)
-            if uid is not None and not use_ns:
-                await asyncio.to_thread(_kill_uid, uid, caps.python)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(proc.wait(), 5)
-        try:
-            (out, out_cut), (err, err_cut) = await asyncio.wait_for(readers, 5)
-        except asyncio.TimeoutError:  # a process we could not kill keeps a pipe open
-            readers.cancel()
-            out, out_cut, err, err_cut = b"", True, b"sandbox: output pipes stuck open\n", True
-        feeder.cancel()
-        duration = time.monotonic() - start
-        try:
-            outcome = json.loads(status_bytes or b"{}")
-        except ValueError:
-            outcome = {}
-        stdout = out.decode("utf-8", errors="replace")
-        stderr = err.decode("utf-8", errors="replace")
-        if "setup_failed" in outcome:
-            raise ScoringError(
-                f"sandbox setup failed ({outcome['setup_failed']}); isolation report: {outcome.get('report')}"
-            )
-        exit_code: int | None = outcome.get("exit")
-        signo: int | None = outcome.get("signal")
-        if exit_code is None and signo is None and not timed_out and proc.returncode is not None:
-            # The launcher itself died (or no status): use what the outer process reports.
-            if proc.returncode < 0:
-                signo = -proc.returncode
-            else:
-                exit_code = proc.returncode
-        status, returncode = _classify(timed_out=timed_out, exit_code=exit_code, signo=signo, stderr=stderr)
-        report = outcome.get("report", {})
-        isolation = {
-            "mode": "namespaces" if use_ns else "plain",
-            "network_namespace": use_ns,
-            "pid_namespace": use_ns,
-            "mount_namespace": use_ns,
-            "readonly_root": bool(report.get("readonly_root", False)),
-            "hidden_paths": report.get("hidden", []),
-            "uid": uid,
-            "rlimits": {k: v[0] for k, v in rlimits.items()},
-        }
-        if report.get("errors"):
-            isolation["setup_errors"] = report["errors"]
-        return ExecutionResult(
-            status=status,
-            returncode=returncode,
-            stdout=stdout,
-            stderr=stderr,
-            duration_s=duration,
-            stdout_truncated=out_cut,
-            stderr_truncated=err_cut,
-            network_isolated=use_ns,
-            isolation=isolation,
-        )
-    finally:  # also on cancellation: nothing of the run may outlive it
-        if proc is not None and proc.returncode is None:
-            _kill_group(proc.pid)
-        for task in (readers, feeder):
-            if task is not None and not task.done():
-                task.cancel()
-        for fd in (status_r, status_w):
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        if uid is not None:
-            _uids_in_use.discard(uid)
-        shutil.rmtree(workdir, ignore_errors=True)
+            feeder.cancel()
 
 
 def _write_files(workdir: str, files: dict[str, str | bytes]) -> None:
@@ -660,11 +819,19 @@ def _kill_group(pgid: int) -> None:
 
 
 class LocalSandbox:
-    """:func:`run_code` with fixed limits and at most ``max_concurrency`` runs at once."""
+    """:func:`run_code` with fixed limits and at most ``max_concurrency`` runs at once.
+
+    :meth:`slot` is the same bound for callers that start :class:`SandboxSession` s
+    themselves (the test-case runner), with :attr:`limits` as their limits.
+    """
 
     def __init__(self, max_concurrency: int = 4, **limits: Any) -> None:
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._limits = limits
+        self.limits = SandboxLimits(**limits)
+
+    def slot(self) -> asyncio.Semaphore:
+        return self._semaphore
 
     async def run(
         self, code: str, *, language: str = "python", stdin: str = "", timeout: float = 10.0

