@@ -323,6 +323,8 @@ def _parser() -> argparse.ArgumentParser:
 def serve_main(argv: list[str] | None = None) -> int:
     """``nel serve MODEL [--port N] [--host H]``: load, print ``READY <url>``, serve until a signal."""
     args = _parser().parse_args(argv)
+    if "://" not in args.model:  # `nel serve smollm2`, as docs/cli.md lists the builtin names
+        args.model = f"local://{args.model}"
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,
