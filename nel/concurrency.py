@@ -7,7 +7,7 @@ concurrency-limits do:
 * slow start: +1 per good reply (the limit doubles each round trip) until the first sign of
   congestion, then additive increase, +1 per limit's worth of good replies (per round trip);
 * multiplicative decrease, x0.9, on a 429, a Retry-After, a timeout or a 5xx, and when latency
-  rises above twice its no-load baseline (the gradient signal: a queue is building up). At most
+  rises above 1.5x its no-load baseline (the gradient signal: a queue is building up). At most
   one decrease per round trip, so one burst of 64 rejections counts once;
 * never below 1, and no attempt holds a slot while it sleeps out a Retry-After: a long one slows
   the request that got it, never the whole run.
@@ -63,7 +63,7 @@ class AdaptiveLimit:
     """An AIMD limit with a latency-gradient signal; ``slot()`` admits one HTTP attempt."""
 
     decrease = 0.9
-    latency_tolerance = 2.0
+    latency_tolerance = 1.5
 
     def __init__(self, maximum: int, initial: int = 4) -> None:
         self.maximum = maximum
@@ -88,7 +88,9 @@ class AdaptiveLimit:
         finally:
             async with changed:
                 self.in_flight -= 1
-                changed.notify_all()
+                # wake as many as may enter, not all: 250 waiters woken per reply cost more CPU
+                # than the requests themselves
+                changed.notify(max(1, int(self.limit) - self.in_flight))
 
     def observe(self, kind: str, latency_s: float, retry_after: float | None = None) -> None:
         """Feed one attempt's outcome (call it inside its ``slot()``): "ok" or an error kind."""
@@ -98,9 +100,10 @@ class AdaptiveLimit:
         elif kind == "ok":
             self._track_latency(latency_s)
             assert self._baseline is not None and self._smoothed is not None
-            if self._smoothed > self.latency_tolerance * self._baseline:
-                self._back_off(now)
-            elif self.in_flight + 1 >= int(self.limit):  # only grow a limit that is in use
+            allowed = self.latency_tolerance * self._baseline
+            if self._smoothed > allowed:  # the gradient: cut in proportion to the queueing seen
+                self._back_off(now, max(0.5, min(self.decrease, allowed / self._smoothed)))
+            elif 2 * self.in_flight >= self.limit:  # grow a limit that is in use (replies come in bursts)
                 self.limit = min(self.maximum, self.limit + (1.0 if self.slow_start else 1.0 / self.limit))
         self._record(now)  # waiters see the new limit when this attempt's slot is released
 
@@ -115,20 +118,22 @@ class AdaptiveLimit:
             "history": [[round(t, 1), limit] for t, limit in self.history],
         }
 
-    def _back_off(self, now: float) -> None:
+    def _back_off(self, now: float, factor: float | None = None) -> None:
         self.slow_start = False
         round_trip = self._smoothed or 1.0
         if now - self._last_decrease >= round_trip:
-            self.limit = max(1.0, self.limit * self.decrease)
+            # from what was really in flight when the server objected (slow start overshoots)
+            in_use = min(self.limit, self.in_flight)
+            self.limit = max(1.0, in_use * (factor or self.decrease))
             self._last_decrease = now
 
     def _track_latency(self, latency: float) -> None:
         if self._baseline is None or self._smoothed is None:
             self._baseline = self._smoothed = latency
             return
-        self._smoothed += 0.1 * (latency - self._smoothed)
+        self._smoothed += 0.2 * (latency - self._smoothed)
         # the minimum, drifting up slowly so that a server that really got slower is re-learned
-        self._baseline = min(latency, self._baseline * 1.001)
+        self._baseline = min(latency, self._baseline * 1.0001)
 
     def _record(self, now: float) -> None:
         t, current = now - self._started, int(self.limit)
