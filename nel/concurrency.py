@@ -6,9 +6,10 @@ concurrency-limits do:
 
 * slow start: +1 per good reply (the limit doubles each round trip) until the first sign of
   congestion, then additive increase, +1 per limit's worth of good replies (per round trip);
-* multiplicative decrease, x0.9, on a 429, a Retry-After, a timeout or a 5xx, and when latency
-  rises above 1.5x its no-load baseline (the gradient signal: a queue is building up). At most
-  one decrease per round trip, so one burst of 64 rejections counts once;
+* multiplicative decrease of what was really in flight (slow start overshoots the limit):
+  x0.9 on a 429, a Retry-After, a timeout or a 5xx; when smoothed latency rises above 1.5x its
+  no-load baseline (the gradient signal: a queue is building up), in proportion to the excess,
+  x0.5 to x0.9. At most one decrease per round trip, so one burst of 64 rejections counts once;
 * never below 1, and no attempt holds a slot while it sleeps out a Retry-After: a long one slows
   the request that got it, never the whole run.
 
