@@ -119,7 +119,7 @@ def _add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument("--top-p", type=float)
     run.add_argument("--max-tokens", type=int)
     run.add_argument("--seed", type=int, help="sampling seed sent to the endpoint")
-    run.add_argument("--concurrency", type=int, default=64)
+    run.add_argument("--concurrency", help="requests in flight: N, auto or auto:MAX (default 64; local://: its batch size)")
     run.add_argument("--timeout", type=float, default=600.0, help="seconds per HTTP attempt")
     run.add_argument("--max-retries", type=int, default=5)
     run.add_argument("--data-dir")

@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from nel.concurrency import AdaptiveLimit
 from nel.errors import ModelCallError
 from nel.types import Completion, Message
 
@@ -74,6 +75,7 @@ class ModelClient:
         sampling: dict[str, Any] | None = None,
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
+        limiter: AdaptiveLimit | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
@@ -83,6 +85,7 @@ class ModelClient:
         self.sampling = dict(sampling or {})
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
+        self.limiter = limiter  # --concurrency auto: admits each attempt, learns from its outcome
         self._url = f"{self.base_url}/chat/completions"
         self._headers = {"Content-Type": "application/json"}
         # None: look in NEL_API_KEY / OPENAI_API_KEY; "" means "send no key".
@@ -129,9 +132,19 @@ class ModelClient:
         started = time.perf_counter()
         attempt_latencies: list[float] = []
         while True:
-            t0 = time.perf_counter()
-            outcome = await self._attempt(session, payload)
-            attempt_latencies.append(time.perf_counter() - t0)
+            if self.limiter is None:
+                t0 = time.perf_counter()
+                outcome = await self._attempt(session, payload)
+                attempt_latencies.append(time.perf_counter() - t0)
+            else:
+                async with self.limiter.slot():  # released before any backoff sleep
+                    t0 = time.perf_counter()
+                    outcome = await self._attempt(session, payload)
+                    attempt_latencies.append(time.perf_counter() - t0)
+                    if isinstance(outcome, bytes):
+                        self.limiter.observe("ok", attempt_latencies[-1])
+                    else:
+                        self.limiter.observe(outcome[0], attempt_latencies[-1], outcome[3])
             if isinstance(outcome, bytes):
                 try:
                     return _parse_completion(outcome, started, attempt_latencies)

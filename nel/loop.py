@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from nel.concurrency import AdaptiveLimit
 from nel.environments.base import EvalEnvironment
 from nel.errors import IncompleteRunError, ModelCallError
 from nel.progress import Counters, Reporter, make_reporter
@@ -67,6 +68,7 @@ async def run_evaluation(
     *,
     output_dir: str | Path | None = None,
     concurrency: int = 64,
+    limiter: AdaptiveLimit | None = None,
     shard: Shard | None = None,
     identity: dict[str, Any] | None = None,
     config: dict[str, Any] | None = None,
@@ -111,12 +113,12 @@ async def run_evaluation(
         flush_seconds=flush_seconds,
         journal=journal,
     )
-    counters = Counters(total=len(problems) * n_repeats, already=len(skip))
+    counters = Counters(total=len(problems) * n_repeats, already=len(skip), limiter=limiter)
     runner = _ShardRun(env, solver, writer, counters, info.run_id, shard, n_repeats, concurrency)
     # The reducer learns from progress.json which keys this shard owes.
     owed = {"problems": [problems.start, problems.stop], "repeats": n_repeats}
 
-    label = f"{env.name} shard {shard.idx + 1}/{shard.total}"
+    label = f"{env.name} shard {shard.idx} of {shard.total}"  # 0-based, as `nel status` counts
     reporter.start(counters, label)
     write_progress(directory, state="running", **owed, **_counts(counters))
     state, error = "running", None
@@ -202,10 +204,7 @@ class _ShardRun:
         while (task := await source.next()) is not None:
             row = await self._execute(task)
             self.writer.append(row)
-            if row.error_kind in TERMINAL_ERROR_KINDS:
-                self.counters.done += 1
-            else:
-                self.counters.failed += 1
+            self.counters.count(row, row.error_kind in TERMINAL_ERROR_KINDS)
             if self.writer.buffered >= self.writer.flush_rows:
                 self._flush_in_background()
 
@@ -357,8 +356,11 @@ def _replace(result: EvalResult, **changes: Any) -> EvalResult:
     return dataclasses.replace(result, **changes)
 
 
-def _counts(c: Counters) -> dict[str, int]:
-    return {"total": c.total, "done": c.finished, "failed": c.failed}
+def _counts(c: Counters) -> dict[str, Any]:
+    counts: dict[str, Any] = {"total": c.total, "done": c.finished, "failed": c.failed, "retries": c.retries}
+    if c.limiter is not None:
+        counts["concurrency"] = c.limiter.summary()
+    return counts
 
 
 def _sum(values: Any) -> int | None:

@@ -82,6 +82,9 @@ def reduce_run(run_dir: str | Path, *, allow_partial: bool = False) -> ReduceRes
         metrics = _metrics(picked, meta.get("nel.benchmark", "benchmark"), meta, expect.repeats)
         runtime = _runtime(picked, complete, duplicates)
         merging.result()
+    progress = [read_progress(rundir.shard(idx, total_shards).path) or {} for idx in range(total_shards)]
+    if any("concurrency" in p for p in progress):  # --concurrency auto: each shard's limit over time
+        runtime["concurrency"] = {str(i): p["concurrency"] for i, p in enumerate(progress) if "concurrency" in p}
     write_json_atomic(paths["metrics"], metrics)
     write_json_atomic(paths["runtime"], runtime)
     write_text_atomic(report_path, _report(run, summary, metrics, runtime))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nel.client import ModelClient, resolve_api_key
+from nel.concurrency import AdaptiveLimit, parse_concurrency
 from nel.environments.base import EvalEnvironment
 from nel.environments.registry import resolve
 from nel.loop import EvalResult, run_evaluation
@@ -56,7 +57,9 @@ def build_environment(spec: RunSpec, judge: ModelClient | None = None) -> EvalEn
     )
 
 
-def build_client(model: ModelSpec, api_key: str | None, concurrency: int) -> ModelClient:
+def build_client(
+    model: ModelSpec, api_key: str | None, concurrency: int, limiter: AdaptiveLimit | None = None
+) -> ModelClient:
     return ModelClient(
         model.url,
         model.model_id,
@@ -65,6 +68,7 @@ def build_client(model: ModelSpec, api_key: str | None, concurrency: int) -> Mod
         max_retries=model.max_retries,
         concurrency=concurrency,
         sampling=model.sampling(),
+        limiter=limiter,
     )
 
 
@@ -82,14 +86,16 @@ async def run_spec(
 ) -> EvalResult:
     """Run one shard of ``spec``. ``recorded`` is the spec as the user wrote it, for run.json,
     when ``spec`` points at a server nel started for this shard (an address that dies with it)."""
-    judge = build_client(spec.judge, None, spec.concurrency) if spec.judge is not None else None
+    plan = parse_concurrency(spec.concurrency or 0)
+    judge = build_client(spec.judge, None, plan.max_in_flight) if spec.judge is not None else None
     try:
         env = build_environment(spec, judge)
     except BaseException:
         if judge is not None:
             await judge.aclose()
         raise
-    client = build_client(spec.model, api_key, spec.concurrency)
+    limiter = plan.limiter()
+    client = build_client(spec.model, api_key, plan.max_in_flight, limiter)
     try:
         return await run_evaluation(
             env,
@@ -97,7 +103,8 @@ async def run_spec(
             n_repeats=spec.repeats,
             max_problems=spec.max_problems,
             output_dir=spec.output_dir,
-            concurrency=spec.concurrency,
+            concurrency=plan.max_in_flight,
+            limiter=limiter,
             shard=shard,
             identity=spec.identity(),
             config=(recorded or spec).to_dict(),

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from nel.concurrency import parse_concurrency
 from nel.deployment import DEPLOY_URL, DeploymentSpec
 from nel.errors import ConfigError
 
@@ -95,7 +96,15 @@ class RunSpec:
     data_dir: str | None = None
     skills_backend: str = "auto"
     judge: ModelSpec | None = None
-    concurrency: int = DEFAULT_CONCURRENCY
+    # requests in flight: N, "auto" or "auto:MAX" (nel.concurrency); None: DEFAULT_CONCURRENCY,
+    # or the batch size of the server nel starts for a local:// model
+    concurrency: int | str | None = None
+
+    def __post_init__(self) -> None:
+        if self.concurrency is None:
+            object.__setattr__(self, "concurrency", default_concurrency(self.model.url))
+        elif isinstance(self.concurrency, str) and self.concurrency.strip().isdigit():
+            object.__setattr__(self, "concurrency", int(self.concurrency))  # a flag or override
 
     def validate(self) -> RunSpec:
         if "://" not in self.bench:
@@ -104,7 +113,7 @@ class RunSpec:
             raise ConfigError("output_dir is empty: pass --output-dir")
         _check(self.repeats >= 1, "repeats", self.repeats, ">= 1")
         _check(self.max_problems is None or self.max_problems >= 1, "max_problems", self.max_problems, ">= 1")
-        _check(self.concurrency >= 1, "concurrency", self.concurrency, ">= 1")
+        parse_concurrency(self.concurrency or 0)
         if self.skills_backend not in ("auto", "native", "nemo_skills"):
             raise ConfigError(
                 f"skills_backend {self.skills_backend!r} is not one of auto, native, nemo_skills"
@@ -145,6 +154,22 @@ class RunSpec:
         judge = None if judge_raw is None else _model_from_dict(judge_raw, "judge")
         reject_unknown_keys(cls, data, "run spec")
         return cls(model=model, judge=judge, **data)
+
+
+def default_concurrency(url: str) -> int:
+    """Requests in flight when none is given: 64, or a ``local://`` server's batch size.
+
+    A local server decodes at most its batch size at once; more requests only queue in it, and
+    a queued request's timeout runs while it waits, so at 64 against a batch of 16 queued
+    requests timed out and were sent again while the first copy was still being generated.
+    At the batch size nothing waits in the server; a slot idles only for one loopback round
+    trip (and scoring) between two requests, small against a generation of seconds.
+    """
+    if url.startswith("local://"):
+        from nel.serving.engine import DEFAULT_MAX_BATCH_SIZE
+
+        return DEFAULT_MAX_BATCH_SIZE
+    return DEFAULT_CONCURRENCY
 
 
 def identity_hash(identity: dict[str, Any]) -> str:

@@ -333,3 +333,12 @@ def test_hf_folder_url_loads_in_process(server):
     finally:
         engine.stop()
     assert "4" in result.text and result.finish_reason == "stop"
+
+
+def test_nel_serve_takes_a_builtin_name_without_the_scheme(capsys):
+    from nel.serving.server import serve_main
+
+    assert serve_main(["nosuchmodel", "--log-level", "WARNING"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown local model 'local://nosuchmodel': known names are smollm2" in err
+    assert "not a local model URL" not in err

@@ -136,6 +136,7 @@ class BatchEngine:
             "steps": 0,
             "prefills": 0,
             "max_batch": 0,
+            "cancelled": 0,  # requests dropped because their client went away
         }
 
     # ------------------------------------------------------------------ public
@@ -146,16 +147,20 @@ class BatchEngine:
             self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Fail every waiting request at once, then let the running batch end after its step."""
         with self._cond:
             self._stopping = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        error = RuntimeError("the server is shutting down")
-        with self._cond:
             pending, self._pending = list(self._pending), deque()
+            self._cond.notify_all()
+        error = RuntimeError("the server is shutting down")
         for job in pending:
             job.on_done(error)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     @property
     def load(self) -> dict[str, int]:
@@ -166,6 +171,20 @@ class BatchEngine:
             if self._stopping:
                 raise RuntimeError("the server is shutting down")
             self._pending.append(job)
+            self._cond.notify_all()
+
+    def cancel(self, job: _Job) -> None:
+        """Drop ``job``: out of the queue now, out of the running batch before the next step.
+
+        Nobody waits for its result any more, so decoding it would only delay everyone else.
+        """
+        with self._cond:
+            if job.cancelled:
+                return
+            job.cancelled = True
+            self.stats["cancelled"] += 1
+            with contextlib.suppress(ValueError):
+                self._pending.remove(job)
             self._cond.notify_all()
 
     async def generate(self, prompt_ids: list[int], params: SamplingParams) -> GenerationResult:
@@ -189,9 +208,9 @@ class BatchEngine:
         self.submit(job)
         try:
             return await future
-        finally:
-            if not future.done():
-                job.cancelled = True
+        except asyncio.CancelledError:  # the handler was cancelled: its client is gone
+            self.cancel(job)
+            raise
 
     def generate_sync(
         self, prompt_ids: list[int], params: SamplingParams, timeout: float | None = None

@@ -294,6 +294,11 @@ class ModelServer:
         record: keep every chat request in :attr:`requests`.  Turn off for benchmarks
             (100k recorded bodies cost memory and time); :attr:`request_count` still counts.
         port: 0 (default) lets the OS choose a free port; see :attr:`port`.
+        max_concurrency: a rate limit: a chat request that arrives while this many are being
+            answered gets 429 with ``Retry-After: 1`` at once (settable while running).
+        peak_concurrency: a server that queues instead of refusing: with ``n`` requests in
+            flight above it, ``latency`` is stretched by ``(n / peak) ** 2``, so requests/s
+            peak at this concurrency and fall beyond it.
         model_name: the id listed by ``GET /v1/models`` and echoed when a request has no
             ``model``.
     """
@@ -311,6 +316,8 @@ class ModelServer:
         record: bool = True,
         port: int = 0,
         model_name: str = "mock-model",
+        max_concurrency: int | None = None,
+        peak_concurrency: int | None = None,
     ) -> None:
         if latency < 0:
             raise ValueError(f"latency must be >= 0, got {latency}")
@@ -323,6 +330,10 @@ class ModelServer:
         self.answer_fn = answer_fn
         self.record = record
         self.model_name = model_name
+        self.max_concurrency = max_concurrency
+        self.peak_concurrency = peak_concurrency
+        self.in_flight = 0
+        self.rejected = 0  # 429s sent because of max_concurrency
         self._requested_port = port
 
         self._prepared = [_Prepared(r, self.latency) for r in self.rules]
@@ -515,6 +526,21 @@ class ModelServer:
         return web.Response(status=status, body=_error_body(message, type_, code), headers=_JSON_HEADERS)
 
     async def _chat(self, request: web.BaseRequest) -> web.StreamResponse:
+        if self.max_concurrency is not None and self.in_flight >= self.max_concurrency:
+            self._count += 1
+            self.rejected += 1
+            return web.Response(
+                status=429,
+                body=_error_body("simulated concurrency limit", "rate_limit_error", "rate_limit_exceeded"),
+                headers={**_JSON_HEADERS, "Retry-After": "1"},
+            )
+        self.in_flight += 1  # only the loop thread writes it
+        try:
+            return await self._chat_admitted(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _chat_admitted(self, request: web.BaseRequest) -> web.StreamResponse:
         raw = await request.read()
         self._count += 1  # only the loop thread writes it
         try:
@@ -536,13 +562,16 @@ class ModelServer:
         texts = [_text_of(m.get("content")) if isinstance(m, dict) else "" for m in messages]
         prepared = self._pick(body, texts)
 
-        if prepared.delay > 0:
+        delay = prepared.delay
+        if self.peak_concurrency is not None and self.in_flight > self.peak_concurrency:
+            delay *= (self.in_flight / self.peak_concurrency) ** 2
+        if delay > 0:
             # Tracked so stop() can cut the wait short instead of waiting out long delays.
             task = asyncio.current_task()
             assert task is not None
             self._sleeping.add(task)
             try:
-                await asyncio.sleep(prepared.delay)
+                await asyncio.sleep(delay)
             finally:
                 self._sleeping.discard(task)
         kind = prepared.kind
@@ -672,6 +701,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rules", help='JSON file: {"rules": [{...}], "default": {...}}')
     parser.add_argument("--no-record", action="store_true", help="do not keep request bodies")
     parser.add_argument("--model-name", default="mock-model")
+    parser.add_argument("--max-concurrency", type=int, help="429 above this many requests in flight")
+    parser.add_argument("--peak-concurrency", type=int, help="latency grows as (n/peak)^2 above it")
     args = parser.parse_args(argv)
 
     rules: list[Rule] = []
@@ -689,6 +720,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         record=not args.no_record,
         port=args.port,
         model_name=args.model_name,
+        max_concurrency=args.max_concurrency,
+        peak_concurrency=args.peak_concurrency,
     )
 
     async def serve() -> None:
