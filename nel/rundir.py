@@ -108,10 +108,16 @@ def clear_run(run_dir: Path) -> None:
 def write_json_atomic(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=False, default=str)
-        handle.write("\n")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=False, default=str)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)  # a full disk must not leave a .tmp behind
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # a failed write names no file; the one-line error must
+        raise
 
 
 def write_progress(directory: Path, **fields: Any) -> None:
@@ -128,14 +134,18 @@ def read_progress(directory: Path) -> dict[str, Any] | None:
 def _create_exclusive(path: Path, record: dict[str, Any]) -> bool:
     """Write run.json only if absent; atomic against shards starting at the same moment."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".run.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(record, handle, indent=2, default=str)
-        handle.write("\n")
     try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(record, handle, indent=2, default=str)
+            handle.write("\n")
         os.link(tmp, path)
         return True
     except FileExistsError:
         return False
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)  # a failed write names no file; the one-line error must
+        raise
     finally:
         os.unlink(tmp)
 

@@ -149,11 +149,17 @@ def _timestamps(seconds: list[float | None]) -> pa.Array:
 
 def _write_atomic(table: pa.Table, final: Path) -> None:
     tmp = final.with_name(final.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        pq.write_table(table, handle, compression="zstd")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, final)
+    try:
+        with open(tmp, "wb") as handle:
+            pq.write_table(table, handle, compression="zstd")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, final)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave a .tmp behind
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(final)  # a failed write names no file; the one-line error must
+        raise
 
 
 def read_part(path: Path, columns: Iterable[str] | None = None, *, dictionary: Iterable[str] = ()) -> pa.Table:
