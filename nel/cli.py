@@ -1,8 +1,9 @@
 """The ``nel`` command line.
 
-Exit codes (docs/cli.md): 0 complete; 1 finished but incomplete (failed or missing rows);
-2 bad usage or config (unknown benchmark, config clash); 3 bad data or store (missing or
-corrupt dataset, corrupt part file); 128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM).
+Exit codes: ``nel.errors.ExitCode`` (docs/cli.md prints the table). Every failure nel can name
+ends as one ``nel: error:`` line on stderr: flag errors too (argparse's usage block would be
+three), and an OSError that reached this boundary is mapped once, here, to an EnvironmentFault
+naming the path. Every line printed on an error path has the run's secrets scrubbed out.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import importlib
 import json
 import os
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 
-from nel.errors import ExitCode, NelError, exit_code_for
-from nel.spec import ModelSpec, RunSpec
+from nel.client import redact, split_credentials
+from nel.errors import ConfigError, EnvironmentFault, ExitCode, NelError, exit_code_for
+from nel.spec import ModelSpec, RunSpec, check_flush
 from nel.version import __version__
 
 # Kept for scripts and tests that imported them from here; ExitCode is the table.
@@ -39,32 +42,67 @@ DELEGATED = {
 }
 
 
+# Where secrets may come from, to scrub them from anything printed (the values, never the names).
+_SECRET_VARIABLES = ("NEL_API_KEY", "OPENAI_API_KEY", "NEL_JUDGE_API_KEY", "HF_TOKEN", "NEL_MODEL_URL", "NEL_JUDGE_URL")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one ``nel: error:`` line (exit 2) like every other error."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        print(f"nel: error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(int(ExitCode.USAGE))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in DELEGATED:
-        module, func, _ = DELEGATED[argv[0]]
-        try:
-            return int(getattr(importlib.import_module(module), func)(argv[1:]))
-        except NelError as exc:
-            print(f"nel: error: {exc}", file=sys.stderr)
-            return int(exit_code_for(exc))
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return EXIT_CONFIG
+    secrets = _secrets(argv)
     try:
+        if argv and argv[0] in DELEGATED:
+            module, func, _ = DELEGATED[argv[0]]
+            return int(getattr(importlib.import_module(module), func)(argv[1:]))
+        parser = _parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return EXIT_CONFIG
         return int(args.func(args))
     except NelError as exc:
-        print(f"nel: error: {exc}", file=sys.stderr)
-        return int(exit_code_for(exc))
+        return _fail(exc, secrets)
+    except OSError as exc:  # the one place an unnamed OSError becomes a line naming the path
+        return _fail(EnvironmentFault.from_os_error(exc), secrets)
     except KeyboardInterrupt:
         print("nel: interrupted; rerun the same command to resume", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
 
 
+def _fail(exc: NelError, secrets: list[str]) -> int:
+    print(f"nel: error: {redact(str(exc), secrets)}", file=sys.stderr)
+    return int(exit_code_for(exc))
+
+
+def _secrets(argv: Sequence[str]) -> list[str]:
+    """Keys and URL passwords this command was given (flags, environment), to scrub from messages."""
+    found = []
+    values = [os.environ.get(name) or "" for name in _SECRET_VARIABLES]
+    for i, token in enumerate(argv):
+        if token.startswith("--api-key="):
+            found.append(token.split("=", 1)[1])
+        elif token == "--api-key" and i + 1 < len(argv):
+            found.append(argv[i + 1])
+        values.append(token.split("=", 1)[-1])
+    for value in values:
+        if "://" in value and "@" in value:
+            try:
+                found.append(split_credentials(value)[2] or "")
+            except ValueError:
+                continue
+    found += [os.environ.get(name) or "" for name in _SECRET_VARIABLES if "URL" not in name]
+    return [value for value in found if value]
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nel", description="Evaluate language models on benchmarks.")
+    parser = _Parser(prog="nel", description="Evaluate language models on benchmarks.")
     parser.add_argument("--version", action="version", version=f"nel {__version__}")
     sub = parser.add_subparsers(dest="command")
 
@@ -111,11 +149,11 @@ def _add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--api-key", help="API key (default: NEL_API_KEY or OPENAI_API_KEY); never written anywhere"
     )
-    run.add_argument("--repeats", type=int, default=1)
+    run.add_argument("--repeats", type=int, default=1, help="samples per problem (1-10000)")
     run.add_argument("--max-problems", type=int)
     run.add_argument("--system-prompt")
     run.add_argument("--prompt-template", help="user template with {field} placeholders from the dataset row")
-    run.add_argument("--temperature", type=float)
+    run.add_argument("--temperature", type=float, help="sampling temperature (default 0.0: greedy)")
     run.add_argument("--top-p", type=float)
     run.add_argument("--max-tokens", type=int)
     run.add_argument("--seed", type=int, help="sampling seed sent to the endpoint")
@@ -144,16 +182,14 @@ def _add_run_flags(run: argparse.ArgumentParser) -> None:
 
 
 def _spec_from_args(args: argparse.Namespace) -> RunSpec:
-
+    # Sampling flags that were not given keep ModelSpec's defaults: the same as python -m nel.launch.
+    sampling = {name: getattr(args, name) for name in ("temperature", "top_p", "max_tokens", "seed")}
     model = ModelSpec(
         url=args.model_url or "",
         model_id=args.model_id or "",
-        temperature=args.temperature,
-        top_p=args.top_p,
-        max_tokens=args.max_tokens,
-        seed=args.seed,
         timeout=args.timeout,
         max_retries=args.max_retries,
+        **{name: value for name, value in sampling.items() if value is not None},
     )
     if model.url.startswith("local://") and not model.model_id:
         from nel.serving import model_id_for
@@ -183,7 +219,12 @@ def _cmd_eval_run(args: argparse.Namespace) -> int:
     from nel.sharding import shard_from_env
 
     spec = _spec_from_args(args)
+    check_flush(args.flush_rows, args.flush_seconds)
+    _check_output_dir(Path(args.output_dir))
     shard = shard_from_env()
+    warning = spec.sampling_warning()
+    if warning:
+        print(f"nel: warning: {warning}", file=sys.stderr)
     try:
         result = run_shard(
             spec,
@@ -205,11 +246,21 @@ def _cmd_eval_run(args: argparse.Namespace) -> int:
         _print_headline(result.metrics)
         print(f"metrics: {result.paths['metrics']}")
     if result.incomplete:
-        print(f"nel: incomplete: {result.incomplete}", file=sys.stderr)
+        print(f"nel: incomplete: {redact(result.incomplete, _secrets(sys.argv[1:]))}", file=sys.stderr)
         return EXIT_INCOMPLETE
     if shard.total > 1:
         print(f"when every shard is done: nel reduce {result.run_dir}")
     return EXIT_OK if result.failed == 0 else EXIT_INCOMPLETE
+
+
+def _check_output_dir(path: Path) -> None:
+    """A file where the run dir (or one of its parents) should be is a flag error, said before any work."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                where = "is a file" if candidate == path else f"is inside {candidate}, which is a file"
+                raise ConfigError(f"--output-dir {path} {where}; pass a directory (it is created if missing)")
+            return
 
 
 def _cmd_reduce(args: argparse.Namespace) -> int:

@@ -6,7 +6,11 @@ bound by this path. The choice stays inside this module.
 
 Every call either returns a `Completion` that records tokens, latency and attempts, or
 raises `ModelCallError` whose `kind` names what went wrong. Nothing fails softly: there
-is no empty response after the last retry.
+is no empty response after the last retry, and a reply without content is a bad_response.
+
+Secrets stop here: credentials in the URL become an Authorization header and leave the
+URL, and every message built from a server's reply has the key itself scrubbed out (a
+server may echo it: "Incorrect API key provided: sk-...").
 """
 
 from __future__ import annotations
@@ -16,17 +20,19 @@ import email.utils
 import os
 import random
 import time
-from collections.abc import Sequence
+import urllib.parse
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import aiohttp
 import orjson
 
 from nel.concurrency import AdaptiveLimit
-from nel.errors import ModelCallError
+from nel.errors import EndpointUnreachableError, ModelCallError
 from nel.types import Completion, Message
 
 RETRYABLE_KINDS = frozenset({"timeout", "rate_limit", "server_error", "connection", "bad_response"})
+_UNREACHABLE = "unreachable"  # a connection error that reached no server; recorded as "connection"
 _CONTEXT_MARKERS = (
     "context length",
     "context_length",
@@ -37,6 +43,28 @@ _CONTEXT_MARKERS = (
     "input is too long",
 )
 _MAX_RETRY_AFTER_S = 300.0
+DOWN_AFTER_ATTEMPTS = 3
+"""Connect failures in a row, before any request ever reached the server, that end a run early."""
+REDACTED = "[redacted]"
+_MIN_SECRET_CHARS = 4  # shorter values would scrub ordinary words out of every message
+
+
+def redact(text: str, secrets: Iterable[str | None]) -> str:
+    """``text`` with every secret value replaced, longest first (a key may contain a shorter one)."""
+    for secret in sorted({s for s in secrets if s and len(s) >= _MIN_SECRET_CHARS}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def split_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """``url`` without ``user:password@``, and the user and password it carried (percent-decoded)."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None, None
+    bare = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    user = urllib.parse.unquote(parts.username) if parts.username else None
+    password = urllib.parse.unquote(parts.password) if parts.password else None
+    return bare, user, password
 
 
 def resolve_api_key(explicit: str | None, env_var: str = "NEL_API_KEY") -> str | None:
@@ -61,6 +89,10 @@ class ModelClient:
     The connection pool is sized to ``concurrency`` so the eval loop's workers never queue
     behind each other inside aiohttp. ``sampling`` holds default body parameters
     (temperature, top_p, max_tokens, seed, ...); per-call keyword arguments override them.
+    ``user:password@`` in ``base_url`` is sent as HTTP Basic auth (instead of the key) and
+    kept out of ``base_url``. Until a first reply arrives, `DOWN_AFTER_ATTEMPTS` connect
+    failures in a row raise `EndpointUnreachableError`: a wrong URL or a server that is not
+    up, said in seconds rather than after every row's retries.
     """
 
     def __init__(
@@ -77,7 +109,8 @@ class ModelClient:
         backoff_max: float = 60.0,
         limiter: AdaptiveLimit | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        bare_url, user, password = split_credentials(base_url)
+        self.base_url = bare_url.rstrip("/")
         self.model = model
         self.timeout = timeout
         self.max_retries = max_retries
@@ -90,8 +123,13 @@ class ModelClient:
         self._headers = {"Content-Type": "application/json"}
         # None: look in NEL_API_KEY / OPENAI_API_KEY; "" means "send no key".
         key = resolve_api_key(None) if api_key is None else api_key
-        if key:
+        if user is not None or password is not None:
+            basic = aiohttp.BasicAuth(user or "", password or "")
+            self._headers["Authorization"] = basic.encode()
+        elif key:
             self._headers["Authorization"] = f"Bearer {key}"
+        self._secrets = tuple(s for s in (key, password) if s)
+        self._reached = False  # has any request had an HTTP reply (of any status)?
         self._session: aiohttp.ClientSession | None = None
         self._session_loop: asyncio.AbstractEventLoop | None = None
 
@@ -131,6 +169,7 @@ class ModelClient:
         session = self._get_session()
         started = time.perf_counter()
         attempt_latencies: list[float] = []
+        refused = 0  # connect failures in a row of this request
         while True:
             if self.limiter is None:
                 t0 = time.perf_counter()
@@ -149,13 +188,17 @@ class ModelClient:
                 try:
                     return _parse_completion(outcome, started, attempt_latencies)
                 except (orjson.JSONDecodeError, ValueError, KeyError, IndexError, TypeError) as exc:
-                    outcome = ("bad_response", f"malformed reply ({exc}): {_snippet(outcome)}", 200, None)
+                    outcome = ("bad_response", f"malformed reply ({exc}): {_snippet(outcome, self._secrets)}", 200, None)
             kind, message, status, retry_after = outcome
             attempts = len(attempt_latencies)
-            if kind not in RETRYABLE_KINDS or attempts > self.max_retries:
-                raise ModelCallError(
+            refused = refused + 1 if kind == _UNREACHABLE else 0
+            kind = "connection" if kind == _UNREACHABLE else kind
+            down = not self._reached and refused >= min(DOWN_AFTER_ATTEMPTS, self.max_retries + 1)
+            if down or kind not in RETRYABLE_KINDS or attempts > self.max_retries:
+                error = EndpointUnreachableError if down else ModelCallError
+                raise error(
                     kind,
-                    f"{message} (POST {self._url}, {attempts} attempt{'s' if attempts > 1 else ''})",
+                    self._describe(message, attempts, down),
                     attempts=attempts,
                     latency_s=time.perf_counter() - started,
                     attempt_latencies_s=tuple(attempt_latencies),
@@ -163,6 +206,15 @@ class ModelClient:
                     messages=tuple(body["messages"]),
                 )
             await asyncio.sleep(self._backoff(attempts, retry_after))
+
+    def _describe(self, message: str, attempts: int, down: bool) -> str:
+        """The error line: what happened, the URL, the attempts; never a secret the server echoed."""
+        if down:
+            text = (f"cannot reach the model server at {self._url}: {message} ({attempts} attempts in a row, "
+                    "and no request has reached it yet); check that the server is up and the URL is right")  # fmt: skip
+        else:
+            text = f"{message} (POST {self._url}, {attempts} attempt{'s' if attempts > 1 else ''})"
+        return redact(text, self._secrets)
 
     def _backoff(self, attempts: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -183,15 +235,18 @@ class ModelClient:
             return ("timeout", f"no reply within {self.timeout:g}s", None, None)
         except aiohttp.ClientPayloadError as exc:
             return ("connection", f"connection broke while reading the reply: {exc}", None, None)
+        except aiohttp.ClientConnectorError as exc:  # refused, unknown host, TLS: no server reached
+            return (_UNREACHABLE, f"connection failed: {exc.os_error or exc}", None, None)
         except aiohttp.ClientConnectionError as exc:
             return ("connection", f"connection failed: {exc or type(exc).__name__}", None, None)
+        self._reached = True
         if status != 200:
-            return (*_classify_status(status, raw), status, retry_after)
+            return (*_classify_status(status, _snippet(raw, self._secrets)), status, retry_after)
         return raw
 
 
-def _classify_status(status: int, raw: bytes) -> tuple[str, str]:
-    text = _snippet(raw)
+def _classify_status(status: int, text: str) -> tuple[str, str]:
+    """The error kind of a non-200 reply, and its message (``text``: the body, secrets scrubbed)."""
     message = f"HTTP {status}: {text}"
     if status == 429:
         return "rate_limit", message
@@ -209,6 +264,10 @@ def _parse_completion(raw: bytes, started: float, attempt_latencies: list[float]
     choice = data["choices"][0]
     message = choice["message"]
     content = message.get("content")
+    if content is None and not message.get("tool_calls"):
+        # Not an empty answer to score as wrong: the model said nothing (often out of tokens while
+        # reasoning), so the row is a failure that names it, and a rerun may retry it.
+        raise ValueError(f"reply has no content (message.content is null, finish_reason {choice.get('finish_reason')!r})")
     if content is not None and not isinstance(content, str):
         raise TypeError(f"message.content is {type(content).__name__}, not a string")
     usage = data.get("usage") or {}
@@ -241,6 +300,7 @@ def _parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _snippet(raw: bytes, limit: int = 300) -> str:
-    text = raw.decode("utf-8", errors="replace").strip().replace("\n", " ")
+def _snippet(raw: bytes, secrets: Iterable[str], limit: int = 300) -> str:
+    """The start of a reply body for a message; scrubbed before it is cut, so no key prefix survives."""
+    text = redact(raw.decode("utf-8", errors="replace").strip().replace("\n", " "), secrets)
     return text if len(text) <= limit else text[:limit] + "..."

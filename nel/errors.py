@@ -11,6 +11,7 @@
     ├── EnvironmentFault           disk full, read-only or unwritable output            exit 4
     ├── IncompleteRunError         the reducer found missing or failed rows             exit 1
     ├── ModelCallError             a model request failed after its retries (error_kind)
+    │   └── EndpointUnreachableError  the first attempts could not connect at all        exit 1
     ├── ScoringError               a scorer could not score a response
     │   ├── ScoringTimeoutError    a scoring call ran past its timeout
     │   └── ScoringTaskError       a scoring call raised, or its worker died
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import errno
 from collections.abc import Iterable
 
 
@@ -86,6 +88,28 @@ class EnvironmentFault(NelError):
     """The machine refuses: disk full, read-only file system, no permission to write."""
 
     exit_code = ExitCode.ENVIRONMENT
+
+    @classmethod
+    def from_os_error(cls, exc: OSError) -> EnvironmentFault:
+        """The one mapping of an OSError that reached a command's boundary: one line naming the path.
+
+        Every OSError the code did not name itself is the machine's (a full disk, a read-only mount,
+        a permission, too many open files): a rerun alone does not fix it, so never exit 1.
+        """
+        path = exc.filename if exc.filename is not None else "(no path)"
+        what = exc.strerror or type(exc).__name__
+        hint = _OS_ERROR_HINTS.get(exc.errno or 0, "")
+        return cls(f"{path}: {what}{hint}")
+
+
+# What to do about an OSError, in the user's terms.
+_OS_ERROR_HINTS = {
+    errno.ENOSPC: "; free space on that file system, then rerun the same command to resume",
+    errno.EDQUOT: "; the disk quota is used up: free some, then rerun the same command to resume",
+    errno.EROFS: "; the file system is read-only: choose a writable --output-dir / --data-dir",
+    errno.EACCES: "; no permission: choose another --output-dir / --data-dir, or fix its permissions",
+    errno.EPERM: "; not permitted: choose another --output-dir / --data-dir",
+}
 
 
 class IncompleteRunError(NelError):
@@ -187,3 +211,11 @@ class ModelCallError(NelError):
         self.latency_s = latency_s
         self.attempt_latencies_s = attempt_latencies_s
         self.status = status
+
+
+class EndpointUnreachableError(ModelCallError):
+    """The model URL never accepted a connection (refused, unknown host) in its first attempts.
+
+    The eval loop stops the shard on it instead of recording every row as a connection failure
+    after minutes of retries; exit 1, since a rerun succeeds once the server is up.
+    """

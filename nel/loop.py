@@ -24,7 +24,7 @@ import orjson
 
 from nel.concurrency import AdaptiveLimit
 from nel.environments.base import EvalEnvironment
-from nel.errors import IncompleteRunError, ModelCallError
+from nel.errors import EndpointUnreachableError, IncompleteRunError, ModelCallError
 from nel.progress import Counters, Reporter, make_reporter
 from nel.reduce import ReduceResult, reduce_run
 from nel.rundir import RunDir, data_digest, open_run, write_progress
@@ -212,6 +212,9 @@ class _ShardRun:
         # Staging holds the GIL, so it runs here; the write releases it and goes to a thread.
         # One write at a time keeps memory bounded; rows keep buffering meanwhile.
         if self._flushing is None or self._flushing.done():
+            failed = self._flushing.exception() if self._flushing is not None else None
+            if failed is not None:
+                raise failed  # the last write failed (disk full, read-only): stop the shard, say so
             staged = self.writer.stage()
             if staged is not None:
                 self._flushing = asyncio.create_task(asyncio.to_thread(self.writer.write, staged))
@@ -246,6 +249,8 @@ class _ShardRun:
         )
         try:
             solved = await self.solver.solve(task)
+        except EndpointUnreachableError:
+            raise  # the server was never reached: stop the shard, rows would only repeat it
         except ModelCallError as exc:
             _failed_call(row, exc)
         except Exception as exc:  # a solver bug must not kill the other 10,000 tasks

@@ -265,9 +265,11 @@ def atomic_file(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
         with os.fdopen(fd, mode) as handle:
             yield handle
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # a failed write names no file; the one-line error must
         raise
 
 
@@ -304,6 +306,10 @@ def _create_exclusive(path: Path, record: dict[str, Any]) -> bool:
         return True
     except FileExistsError:
         return False
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)  # a failed write names no file; the one-line error must
+        raise
     finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

@@ -97,6 +97,10 @@ async def run_spec(
     limiter = plan.limiter()
     client = build_client(spec.model, api_key, plan.max_in_flight, limiter)
     try:
+        # Load (or prepare) the data and build one prompt before run.json exists: a bad dataset or
+        # --prompt-template must not lock the output dir to a run that never started.
+        if env.dataset_size():
+            await env.seed(0)
         return await run_evaluation(
             env,
             ChatSolver(client),

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +21,19 @@ from nel.deployment import DEPLOY_URL, DeploymentSpec
 from nel.errors import ConfigError
 
 DEFAULT_CONCURRENCY = 64
+DEFAULT_TEMPERATURE = 0.0
+"""Greedy unless told otherwise: servers default to different temperatures (OpenAI 1.0, vLLM the
+checkpoint's generation config), so leaving it unset would make the result depend on the server."""
+
+# Upper bounds: far above any real run, low enough that a typo fails here, not 38 s later in the loop.
+MAX_REPEATS = 10_000
+MAX_CONCURRENCY = 10_000
+MAX_PROBLEMS = 10**9
+MAX_RETRIES = 100
+MAX_TOKENS = 10**7
+MAX_TEMPERATURE = 100.0
+MAX_SECONDS = 7 * 24 * 3600.0
+MAX_FLUSH_ROWS = 10**7
 
 
 @dataclass(frozen=True)
@@ -34,7 +49,7 @@ class ModelSpec:
     url: str
     model_id: str
     api_key_env: str = "NEL_API_KEY"
-    temperature: float | None = None
+    temperature: float | None = DEFAULT_TEMPERATURE
     top_p: float | None = None
     max_tokens: int | None = None
     seed: int | None = None
@@ -49,22 +64,21 @@ class ModelSpec:
             # http(s): the address a shard's server had, as run.json may record it; replaced again
             if self.url not in ("", DEPLOY_URL) and not self.url.startswith(("http://", "https://")):
                 raise ConfigError(
-                    f"{where}.url {self.url!r}: a model with a deployment takes its URL from the server "
-                    f"nel starts; leave url empty or {DEPLOY_URL}"
+                    f"{where}.url {redact_url(self.url)!r}: a model with a deployment takes its URL from the "
+                    f"server nel starts; leave url empty or {DEPLOY_URL}"
                 )
         elif not self.url:
-            raise ConfigError(f"{where}.url is empty: pass --model-url or set NEL_MODEL_URL")
-        elif not self.url.startswith(("http://", "https://", "local://")):
-            raise ConfigError(
-                f"{where}.url {self.url!r} must start with http://, https:// or local://"
-            )
+            raise ConfigError(f"{where}.url is empty: pass {_flag(where + '.url')} or set NEL_MODEL_URL")
+        elif not self.url.startswith("local://"):
+            check_url(self.url, f"{where}.url")
         if not self.model_id:
-            raise ConfigError(f"{where}.model_id is empty: pass --model-id or set NEL_MODEL_ID")
-        _check(self.temperature is None or self.temperature >= 0, f"{where}.temperature", self.temperature, ">= 0")
-        _check(self.top_p is None or 0 < self.top_p <= 1, f"{where}.top_p", self.top_p, "in (0, 1]")
-        _check(self.max_tokens is None or self.max_tokens >= 1, f"{where}.max_tokens", self.max_tokens, ">= 1")
-        _check(self.timeout > 0, f"{where}.timeout", self.timeout, "> 0")
-        _check(self.max_retries >= 0, f"{where}.max_retries", self.max_retries, ">= 0")
+            raise ConfigError(f"{where}.model_id is empty: pass {_flag(where + '.model_id')} or set NEL_MODEL_ID")
+        _number(self.temperature, f"{where}.temperature", 0, MAX_TEMPERATURE, optional=True)
+        _number(self.top_p, f"{where}.top_p", 0, 1, optional=True, low_open=True)
+        _number(self.max_tokens, f"{where}.max_tokens", 1, MAX_TOKENS, optional=True, integer=True)
+        _number(self.seed, f"{where}.seed", -(2**63), 2**63 - 1, optional=True, integer=True)
+        _number(self.timeout, f"{where}.timeout", 0, MAX_SECONDS, low_open=True)
+        _number(self.max_retries, f"{where}.max_retries", 0, MAX_RETRIES, integer=True)
 
     def sampling(self) -> dict[str, Any]:
         """Request-body parameters that change the model's output."""
@@ -111,9 +125,10 @@ class RunSpec:
             raise ConfigError(f"bench {self.bench!r} is not a benchmark URI; expected e.g. skills://gsm8k")
         if not self.output_dir:
             raise ConfigError("output_dir is empty: pass --output-dir")
-        _check(self.repeats >= 1, "repeats", self.repeats, ">= 1")
-        _check(self.max_problems is None or self.max_problems >= 1, "max_problems", self.max_problems, ">= 1")
-        parse_concurrency(self.concurrency or 0)
+        _number(self.repeats, "repeats", 1, MAX_REPEATS, integer=True)
+        _number(self.max_problems, "max_problems", 1, MAX_PROBLEMS, optional=True, integer=True)
+        plan = parse_concurrency(self.concurrency or 0)  # N, auto or auto:MAX
+        _number(plan.max_in_flight, "concurrency", 1, MAX_CONCURRENCY, integer=True)
         if self.skills_backend not in ("auto", "native", "nemo_skills"):
             raise ConfigError(
                 f"skills_backend {self.skills_backend!r} is not one of auto, native, nemo_skills"
@@ -143,7 +158,23 @@ class RunSpec:
         return identity_hash(self.identity())
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The spec as run.json (and a SLURM job) records it: URL credentials stripped, never written."""
+        data = dataclasses.asdict(self)
+        for role in ("model", "judge"):
+            if data.get(role) is not None:
+                data[role]["url"] = redact_url(data[role]["url"])
+        return data
+
+    def sampling_warning(self) -> str | None:
+        """Why repeats would be identical samples (greedy decoding), or None."""
+        if self.repeats < 2 or (self.model.temperature or 0) > 0 or "temperature" in self.model.extra_body:
+            return None
+        how = ("at temperature 0 (greedy)" if self.model.temperature is not None else
+               "with no temperature sent (servers such as nel serve then decode greedily)")  # fmt: skip
+        return (
+            f"repeats={self.repeats} {how}: the repeats will be identical samples, so pass@k and majority@k "
+            "add nothing to pass@1; set a temperature (--temperature 0.7, model.temperature=0.7) to sample"
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:
@@ -199,6 +230,73 @@ def reject_unknown_keys(cls: type, data: dict[str, Any], where: str) -> None:
         )
 
 
-def _check(ok: bool, name: str, value: Any, rule: str) -> None:
-    if not ok:
-        raise ConfigError(f"{name} must be {rule}, got {value!r}")
+def check_flush(flush_rows: int, flush_seconds: float) -> None:
+    """The Parquet flush settings (operational, so not part of RunSpec): how much a crash may lose."""
+    _number(flush_rows, "flush_rows", 1, MAX_FLUSH_ROWS, integer=True)
+    _number(flush_seconds, "flush_seconds", 0, MAX_SECONDS, low_open=True)
+
+
+def check_url(url: str, where: str) -> None:
+    """An http(s) URL with a host and a port in 1-65535, checked before any request is sent."""
+    shown = redact_url(url)
+    flag = _flag(where)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{where} {shown!r} ({flag}) is not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        schemes = "http://, https:// or local://" if where.startswith("model") else "http:// or https://"
+        raise ConfigError(f"{where} {shown!r} ({flag}) must start with {schemes}")
+    host = parts.hostname or ""
+    if not host or any(c.isspace() or not c.isprintable() for c in host):
+        raise ConfigError(f"{where} {shown!r} ({flag}) has no valid host; expected e.g. http://127.0.0.1:8000/v1")
+    if port is not None and not 1 <= port <= 65535:
+        raise ConfigError(f"{where} {shown!r} ({flag}): port {port} is not in 1-65535")
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its ``user:password@`` part, which is a credential and never written."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return url.split("@", 1)[-1] if "@" in url else url
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def _show(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
+
+# Flags whose name is not the spec key with "_" as "-" (judge.* take the model's flags).
+_FLAGS = {"model.url": "--model-url", "model.model_id": "--model-id", "judge.url": "--judge-url",
+          "judge.model_id": "--judge-model"}  # fmt: skip
+
+
+def _flag(name: str) -> str:
+    """The ``nel eval run`` flag that sets spec key ``name``, so a message names both."""
+    return _FLAGS.get(name) or "--" + name.split(".")[-1].replace("_", "-")
+
+
+def _number(
+    value: Any,
+    name: str,
+    low: float,
+    high: float,
+    *,
+    optional: bool = False,
+    integer: bool = False,
+    low_open: bool = False,
+) -> None:
+    """``value`` is a (finite) number in its range, else one line naming the key and its flag."""
+    if value is None and optional:
+        return
+    kind = "an integer" if integer else "a finite number"
+    types = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, types) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be {kind}, got {value!r} ({_flag(name)})")
+    if value < low or (low_open and value == low) or value > high:
+        rule = f"{'>' if low_open else '>='} {_show(low)} and <= {_show(high)}"
+        raise ConfigError(f"{name} must be {rule}, got {value!r} ({_flag(name)})")

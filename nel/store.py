@@ -170,8 +170,10 @@ def _write_atomic(table: pa.Table, final: Path) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave a .tmp behind
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(final)  # a failed write names no file; the one-line error must
         raise
 
 

@@ -202,7 +202,7 @@ def test_incomplete_run_exits_1_and_reduce_names_the_failures(gsm8k_data_dir: Pa
          r"not a benchmark URI"),
         (["--bench", "skills://gsm8k", "--model-url", "ftp://x", "--model-id", "m"], 2, r"model.url 'ftp://x'"),
         (["--bench", "skills://gsm8k", "--model-url", "http://127.0.0.1:9/v1", "--model-id", "m",
-          "--repeats", "0"], 2, r"repeats must be >= 1, got 0"),
+          "--repeats", "0"], 2, r"repeats must be >= 1 and <= 10000, got 0 \(--repeats\)"),
     ],
 )  # fmt: skip
 def test_bad_flags_give_one_clear_line(args: list[str], code: int, pattern: str, tmp_path: Path) -> None:
@@ -236,7 +236,7 @@ def test_config_clash_and_corrupt_part_are_refused(gsm8k_server: ModelServer, gs
     assert nel(*run_args(gsm8k_server, gsm8k_data_dir, tmp_path, "--max-problems", "3")).returncode == 0
     clash = nel(*run_args(gsm8k_server, gsm8k_data_dir, tmp_path, "--max-problems", "3", "--temperature", "0.7"))
     assert clash.returncode == 2
-    assert "sampling was {}, now {'temperature': 0.7}" in clash.stderr and "--overwrite" in clash.stderr
+    assert "sampling was {'temperature': 0.0}, now {'temperature': 0.7}" in clash.stderr and "--overwrite" in clash.stderr
     part = next(tmp_path.rglob("part-*.parquet"))
     part.write_bytes(b"garbage")
     broken = nel(*run_args(gsm8k_server, gsm8k_data_dir, tmp_path, "--max-problems", "3"))

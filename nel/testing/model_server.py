@@ -66,7 +66,7 @@ __all__ = [
 DEFAULT_CONTENT = "The answer is \\boxed{42}."
 """Reply text of the built-in default rule (a GSM8K-style boxed answer)."""
 
-FAULTS = frozenset({"malformed", "missing_choices", "hang", "drop"})
+FAULTS = frozenset({"malformed", "missing_choices", "hang", "drop", "echo_key"})
 """Accepted values of :attr:`Rule.fault`."""
 
 # (type, code) of the OpenAI-style error body, by status, when the rule does not say.
@@ -114,7 +114,9 @@ class Rule:
             ``"malformed"`` 200 whose body is not valid JSON; ``"missing_choices"`` 200
             with valid JSON but no ``choices``; ``"hang"`` never replies (the handler ends
             when the client disconnects or the server stops); ``"drop"`` closes the TCP
-            connection without a response.
+            connection without a response; ``"echo_key"`` answers 401 with the request's
+            bearer token in the error message, as some providers do
+            (``Incorrect API key provided: sk-...``), to test that nel scrubs it.
         times: apply to the first ``times`` matching requests only, then skip the rule -
             how "fails twice then succeeds" retry tests are written.  ``None`` = always.
         usage: the ``usage`` object to send verbatim instead of the word-count default.
@@ -186,12 +188,13 @@ def _error_body(message: str, type_: str | None, code: str | None) -> bytes:
     return json.dumps({"error": {"message": message, "type": type_, "code": code}}).encode()
 
 
-_KIND_OK, _KIND_ERROR, _KIND_MALFORMED, _KIND_MISSING, _KIND_HANG, _KIND_DROP = range(6)
+_KIND_OK, _KIND_ERROR, _KIND_MALFORMED, _KIND_MISSING, _KIND_HANG, _KIND_DROP, _KIND_ECHO_KEY = range(7)
 _FAULT_KIND = {
     "malformed": _KIND_MALFORMED,
     "missing_choices": _KIND_MISSING,
     "hang": _KIND_HANG,
     "drop": _KIND_DROP,
+    "echo_key": _KIND_ECHO_KEY,
 }
 
 
@@ -581,6 +584,10 @@ class ModelServer:
             return web.Response(
                 status=prepared.rule.status, body=prepared.error_body, headers=prepared.headers
             )
+        if kind == _KIND_ECHO_KEY:
+            key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            body_401 = _error_body(f"Incorrect API key provided: {key}.", "invalid_request_error", "invalid_api_key")
+            return web.Response(status=401, body=body_401, headers=prepared.headers)
         if kind == _KIND_MALFORMED:
             return web.Response(
                 body=b'{"id":"chatcmpl-malformed","object":"chat.completion","choices":[{"index":0,'
