@@ -49,7 +49,7 @@ def parse_concurrency(value: int | str) -> ConcurrencyPlan:
     """``16`` → fixed 16; ``auto`` → adaptive up to 256; ``auto:64`` → adaptive up to 64."""
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 1:
-            raise ConfigError(f"concurrency must be >= 1 or auto[:MAX], got {value!r}")
+            raise ConfigError(f"concurrency must be >= 1 or auto[:MAX], got {value!r} (--concurrency)")
         return ConcurrencyPlan(value)
     text = str(value).strip().lower()
     if text.isdigit():
@@ -57,7 +57,7 @@ def parse_concurrency(value: int | str) -> ConcurrencyPlan:
     head, _, tail = text.partition(":")
     if head == "auto" and (not tail or (tail.isdigit() and int(tail) >= 1)):
         return ConcurrencyPlan(int(tail) if tail else DEFAULT_AUTO_MAX, adaptive=True)
-    raise ConfigError(f"concurrency must be a number >= 1, auto or auto:MAX, got {value!r}")
+    raise ConfigError(f"concurrency must be a number >= 1, auto or auto:MAX, got {value!r} (--concurrency)")
 
 
 class AdaptiveLimit:

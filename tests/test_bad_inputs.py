@@ -297,7 +297,8 @@ def test_corrupt_run_file_is_named(finished_run: tuple[ModelServer, Path], gsm8k
 
 
 def test_reduce_of_a_dir_that_is_no_run(tmp_path: Path) -> None:
-    one_error_line(nel("reduce", str(tmp_path)), DATA, rf"{tmp_path} is not a nel run directory")
+    # A path that holds no run is a wrong argument (as for `nel status`), not bad data.
+    one_error_line(nel("reduce", str(tmp_path)), USAGE, rf"{tmp_path} is not a nel run directory")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -358,4 +359,6 @@ def test_disk_full_mid_run_keeps_finished_rows(gsm8k_data_dir: Path, tmp_path: P
         (mount / "filler").unlink()
         again = nel(*args)
         assert again.returncode == 0, again.stderr
-        assert f"({len(kept)} from before)" in again.stdout
+        # Parts hold `kept`; the journal may hold more finished rows: none is redone.
+        before = re.search(r"\((\d+) from before\)", again.stdout)
+        assert before is not None and int(before.group(1)) >= len(kept), again.stdout
