@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from nel.errors import ConfigError, DeploymentError
+from nel.keys import reject_unknown_keys
 
 PLACEHOLDERS = ("port", "model", "checkpoint", "tp")
 DEPLOY_URL = "deploy://"
@@ -109,8 +110,6 @@ class DeploymentSpec:
 
     @classmethod
     def from_dict(cls, raw: Any, where: str = "model.deployment") -> DeploymentSpec:
-        from nel.spec import reject_unknown_keys
-
         if isinstance(raw, cls):
             return raw
         if not isinstance(raw, dict):

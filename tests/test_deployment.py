@@ -22,11 +22,11 @@ import pandas as pd
 import psutil
 import pytest
 
+from nel.backends.base import read_submissions
 from nel.deployment import DeploymentError, DeploymentSpec, deployed
 from nel.errors import ConfigError
 from nel.launch import compose_plan
 from nel.runner import run_shard
-from nel.slurm import read_submissions
 from nel.spec import ModelSpec, RunSpec
 from tests.test_launch import launch
 from tests.test_serving import needs_model

@@ -20,12 +20,21 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from nel.cluster import EXIT_COMPLETE, EXIT_IN_PROGRESS, run_status, status_main
+from nel.backends.base import read_submissions
+from nel.cluster import EXIT_COMPLETE, EXIT_IN_PROGRESS, status_main
 from nel.launch import compose_plan
-from nel.slurm import read_submissions
-from nel.sweep import sweep_main
+from nel.reconcile import run_status
 from nel.testing.model_server import ModelServer
-from tests.test_launch import SECRET, Answerer, launch, run_overrides, scores, unsharded_metrics, write_sweep
+from tests.test_launch import (
+    SECRET,
+    Answerer,
+    launch,
+    run_overrides,
+    scores,
+    sweep_json,
+    unsharded_metrics,
+    write_sweep,
+)  # fmt: skip
 
 pytestmark = pytest.mark.slurm
 
@@ -154,10 +163,10 @@ def test_array_run_matches_unsharded_and_basic_launcher(
     assert [s.state for s in status.shards] == ["done"] * 4 and status.complete and not status.active
     # slurmdbd records a finished array task's state a moment after the job ends; poll briefly
     deadline = time.monotonic() + 30
-    while {s.slurm_state for s in status.shards} != {"COMPLETED"} and time.monotonic() < deadline:
+    while {s.job_state for s in status.shards} != {"COMPLETED"} and time.monotonic() < deadline:
         time.sleep(1)
         status = run_status(run_dir)
-    assert {s.slurm_state for s in status.shards} == {"COMPLETED"}
+    assert {s.job_state for s in status.shards} == {"COMPLETED"}
 
     # The key travelled to the compute node in the job's environment, never through a file.
     assert {r.headers.get("authorization") for r in server.requests[before:]} == {f"Bearer {SECRET}"}
@@ -187,9 +196,10 @@ def test_failing_shard_is_reported_by_the_reducer_and_fixed_by_resume(
     done = launch(*overrides, "--wait")
     assert done.returncode == 1, done.stdout + done.stderr
     assert not (run_dir / "metrics.json").exists()
+    # slurmdbd records the reducer's end a moment after it ends: wait for that state, not for time
+    wait_for(lambda: run_status(run_dir).reducer_state == "FAILED", "sacct to record the failed reducer", 60)
     status = run_status(run_dir)
     assert [s.state for s in status.shards] == ["done", "done", "failed", "done"]
-    assert status.reducer_state == "FAILED"
     assert "IncompleteRunError" in (status.reducer_detail or "") and "2 row(s) failed" in (
         status.reducer_detail or ""
     )
@@ -229,7 +239,7 @@ def test_scancel_of_a_running_task_is_reported_by_status(
     wait_for(lambda: run_status(run_dir).shards[1].state != "running", "status to notice the cancelled task")
 
     shard = run_status(run_dir).shards[1]
-    assert shard.slurm_state == "CANCELLED" and shard.job == submission.tasks[1]
+    assert shard.job_state == "CANCELLED" and shard.job == submission.tasks[1]
     assert f"SLURM task {submission.tasks[1]} ended CANCELLED" in (shard.detail or "")
     assert "_log.err" in (shard.detail or ""), "the tail of the task's log is shown"
     shown = cluster("status", str(run_dir))
@@ -290,27 +300,26 @@ def test_sweep_run_twice_submits_once(
     server: ModelServer, gsm8k_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
     cancel_after: Callable[[Path], None],
 ) -> None:  # fmt: skip
-    sweep_file = write_sweep(tmp_path / "sweep.yaml", server, gsm8k_data_dir, "slurm")
-    assert sweep_main([str(sweep_file)]) == EXIT_IN_PROGRESS
-    first = capsys.readouterr().out
-    assert first.count("submitted") == 2
-    run_dirs = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    # Every job is submitted held (sbatch --hold), so the second sweep sees both runs queued
+    # however fast or slow the machine is; the test releases them when it is ready.
+    sweep_file = write_sweep(
+        tmp_path / "sweep.yaml", server, gsm8k_data_dir, "slurm", "+cluster.additional.hold=true"
+    )
+    assert sweep_json(sweep_file, capsys) == (EXIT_IN_PROGRESS, ["submitted", "submitted"])
+    run_dirs = sorted(p for p in (tmp_path / "runs").iterdir() if p.is_dir())
     assert len(run_dirs) == 2
     for run_dir in run_dirs:
         cancel_after(run_dir)
 
-    assert sweep_main([str(sweep_file)]) == EXIT_IN_PROGRESS
-    second = capsys.readouterr().out
-    assert "submitted" not in second and second.count("running") == 2
+    assert sweep_json(sweep_file, capsys) == (EXIT_IN_PROGRESS, ["running", "running"])
     assert all(len(read_submissions(d)) == 1 for d in run_dirs)
 
+    jobs = [j for d in run_dirs for s in read_submissions(d) for j in s.job_ids()]
+    subprocess.run(["scontrol", "release", *jobs], check=True, capture_output=True)
     for run_dir in run_dirs:
         assert status_main([str(run_dir), "--wait", "--poll", "1"]) == EXIT_COMPLETE
-    capsys.readouterr()
-    assert sweep_main([str(sweep_file)]) == 0
-    assert capsys.readouterr().out.count("collected") == 2
-    assert sweep_main([str(sweep_file)]) == 0
-    assert capsys.readouterr().out.count("complete") == 2
+    assert sweep_json(sweep_file, capsys) == (0, ["collected", "collected"])
+    assert sweep_json(sweep_file, capsys) == (0, ["complete", "complete"])
     assert all(len(read_submissions(d)) == 1 for d in run_dirs)
     table = pq.read_table(tmp_path / "runs" / "results.parquet").to_pylist()
     assert {r["setting"] for r in table} == {"greedy", "sampled"}
