@@ -133,6 +133,23 @@ def test_a_judge_deployment_is_served_in_the_same_shard(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "deployment" / "judge-shard-00001-of-00002.log").exists()
 
 
+@needs_model
+def test_a_local_url_is_served_as_a_deployment_of_nel_serve() -> None:
+    """runner serves local:// models through the same lifecycle as any deployment."""
+    from nel.serving.launcher import local_deployment
+    from nel.serving.server import _parser
+
+    spec = local_deployment("local://smollm2", max_batch_size=4)
+    argv = spec.argv(1234, "smollm2")
+    assert argv == [sys.executable, "-m", "nel.serving", "local://smollm2", "--host", "127.0.0.1",
+                    "--max-batch-size", "4", "--port", "1234", "--exit-with-parent"]  # fmt: skip
+    parsed = _parser().parse_args(argv[3:])  # the command is one nel serve accepts
+    assert (parsed.model, parsed.port, parsed.max_batch_size, parsed.exit_with_parent) == (
+        "local://smollm2", 1234, 4, True,
+    )  # fmt: skip
+    assert (spec.health_path, spec.base_path, spec.startup_timeout, spec.stop_grace) == ("/v1/models", "/v1", 600, 10)
+
+
 # --------------------------------------------------------------------------------------------
 # Failing servers
 
