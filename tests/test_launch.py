@@ -202,6 +202,47 @@ def test_dry_run_prints_the_submission_and_creates_nothing(tmp_path: Path) -> No
     assert not any(tmp_path.iterdir())
 
 
+def test_dry_run_of_the_local_backend_says_what_it_would_run_here(tmp_path: Path) -> None:
+    for backend in ("hydra/launcher=basic", "backend=local"):
+        done = launch("bench=skills/gsm8k", "shards=4", f"output_root={tmp_path}", backend, "--dry-run")
+        assert done.returncode == 0, done.stderr
+        assert "backend:  local" in done.stdout and "sbatch" not in done.stdout
+        assert "local:    shard(s) 0-3 of 4 in this process, one after another, then the reducer" in done.stdout
+        assert not any(tmp_path.iterdir())
+
+
+def test_help_lists_every_option_in_numeric_order_and_the_launchers() -> None:
+    done = launch("--help")
+    assert done.returncode == 0, done.stderr
+    lines: dict[str, str] = {}
+    for line in done.stdout.splitlines():  # the groups come first, the config after them
+        lines.setdefault(line.split(":", 1)[0].strip(), line)
+    assert "1*, 2, 4, 8, 16, 32, 64" in lines["shards"]
+    assert "nel_slurm* (backend slurm), basic (backend local)" in lines["hydra/launcher"]
+    assert "skills/gsm8k*" in lines["bench"] and "repeats: 1" in done.stdout  # the config follows
+
+
+def test_a_clashing_run_dir_names_the_launcher_spelling_and_overwrite_starts_over(
+    server: ModelServer, gsm8k_data_dir: Path, tmp_path: Path
+) -> None:
+    from nel.runner import open_spec_run
+
+    overrides = run_overrides(server, gsm8k_data_dir, tmp_path / "runs")
+    first = compose_plan([*overrides, "shards=2"])
+    open_spec_run(first.spec, first.total_shards)  # a run of 2 shards; the shard count is not in the hash
+    assert compose_plan([*overrides, "shards=3"]).run_dir == first.run_dir
+
+    clash = launch(*overrides, "shards=3", "hydra/launcher=basic")
+    assert clash.returncode == 2 and clash.stderr.count("\n") == 1, clash.stderr
+    assert "total_shards" in clash.stderr and "output_dir=..., or --overwrite" in clash.stderr
+    assert "--output-dir" not in clash.stderr
+
+    done = launch(*overrides, "shards=3", "hydra/launcher=basic", "--overwrite")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((first.run_dir / "run.json").read_text())["total_shards"] == 3
+    assert (first.run_dir / "metrics.json").exists()
+
+
 def test_run_dir_follows_the_config_hash() -> None:
     base = ["bench=skills/gsm8k", "output_root=/tmp/r"]
     one = compose_plan(base).run_dir
@@ -231,7 +272,7 @@ def test_pending_array_ids_are_expanded() -> None:
 
 
 def test_basic_launcher_matches_an_unsharded_run_and_keeps_no_secret(
-    server: ModelServer, gsm8k_data_dir: Path, tmp_path: Path
+    server: ModelServer, gsm8k_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     overrides = run_overrides(server, gsm8k_data_dir, tmp_path / "runs", "repeats=2")
     reference = unsharded_metrics(overrides, tmp_path / "reference")
@@ -248,6 +289,9 @@ def test_basic_launcher_matches_an_unsharded_run_and_keeps_no_secret(
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path
     assert status_main([str(run_dir)]) == EXIT_COMPLETE
+    capsys.readouterr()
+    assert status_main([str(run_dir), "--wait", "--poll", "0.1"]) == EXIT_COMPLETE
+    assert (run_dir / "report.txt").read_text().strip() in capsys.readouterr().out, "--wait prints the report"
 
     again = launch(*overrides, "shards=3", "hydra/launcher=basic")
     assert again.returncode == 0 and "already complete" in again.stdout
