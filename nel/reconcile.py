@@ -187,7 +187,7 @@ def _shard_status(
         # The task ended without the shard finishing: killed, crashed, out of time or memory.
         tail = jobs.log_tail(submission, job)
         return status(
-            "failed", f"{submission.backend} task {job} ended {state.raw}; {_why(progress)}\n{tail}"
+            "failed", f"{submission.backend.upper()} task {job} ended {state.raw}; {_why(progress)}\n{tail}"
         )
     if not progress:
         return status("missing")

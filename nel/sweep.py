@@ -390,7 +390,7 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
                 return ExitCode.IN_PROGRESS
             outcomes = sweep(sweep_file, dry_run=args.dry_run, out=out)
     except NelError as exc:
-        print(f"nel sweep: {exc}", file=sys.stderr)
+        print(f"nel: error: {exc}", file=sys.stderr)
         return exit_code_for(exc)
     return _print_outcomes(outcomes, as_json=args.json)
 

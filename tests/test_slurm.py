@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from nel.backends.base import read_submissions
+from nel.backends.slurm import log_paths
 from nel.cluster import EXIT_COMPLETE, EXIT_IN_PROGRESS, status_main
 from nel.launch import compose_plan
 from nel.reconcile import run_status
@@ -119,6 +120,13 @@ def cluster(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
         [sys.executable, "-m", "nel.cluster", *args], check=False, capture_output=True, text=True, timeout=timeout, cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def sacct_state(job: str) -> str:
@@ -225,7 +233,7 @@ def test_scancel_of_a_running_task_is_reported_by_status(
     server: ModelServer, answerer: Answerer, gsm8k_data_dir: Path, tmp_path: Path,
     cancel_after: Callable[[Path], None],
 ) -> None:  # fmt: skip
-    answerer.delay = 2.0  # 6 problems a shard, one at a time: 12 s, time enough to cancel one
+    answerer.delay = 5.0  # 6 problems a shard, one at a time: 30 s, time enough to cancel one
     overrides = run_overrides(server, gsm8k_data_dir, tmp_path / "runs", "shards=2", "concurrency=1", *FAST)
     run_dir = compose_plan(overrides).run_dir
     cancel_after(run_dir)
@@ -233,8 +241,12 @@ def test_scancel_of_a_running_task_is_reported_by_status(
     assert done.returncode == 0, done.stderr
     (submission,) = read_submissions(run_dir)
 
-    wait_for(lambda: run_status(run_dir).shards[1].state == "running" and run_status(run_dir).shards[1].done > 0,
-             "shard 1 to be running")  # fmt: skip
+    err_log = log_paths(run_dir, submission.tasks[1])[1]
+
+    def shard_1_started() -> bool:  # SLURM runs the task and the task has begun the shard (its log says so)
+        return run_status(run_dir).shards[1].state == "running" and "[nel] shard 1 of 2" in _text(err_log)
+
+    wait_for(shard_1_started, "shard 1 to be running")
     subprocess.run(["scancel", submission.tasks[1]], check=True)
     wait_for(lambda: run_status(run_dir).shards[1].state != "running", "status to notice the cancelled task")
 
