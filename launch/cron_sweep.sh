@@ -22,5 +22,5 @@ LOCK="${SWEEP%.*}.cron.lock"
   echo "=== $(date -u +%Y-%m-%dT%H:%M:%SZ) nel sweep $SWEEP"
   # -n: if the previous sweep still runs, skip this turn instead of queueing behind it.
   flock -n "$LOCK" ${NEL_CMD:-nel} sweep "$SWEEP"
-  echo "=== exit $? (0 all complete, 3 in progress, 1 some run errored or was given up, 2 bad input)"
+  echo "=== exit $? (0 all complete, 5 in progress, 1 some run errored or was given up, 2 bad input)"
 } >>"$LOG" 2>&1

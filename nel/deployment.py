@@ -10,9 +10,10 @@ A model config may carry, instead of a fixed URL, a command that serves the mode
 Each shard (a SLURM array task, a shard of the basic launcher, ``nel eval run``) then starts
 that command on a free port of 127.0.0.1, waits until ``GET {health_path}`` answers 200,
 points its client at ``http://127.0.0.1:{port}{base_path}``, runs, and stops the server
-(SIGTERM to its process group, SIGKILL after a grace period). If the server exits early or
-is not healthy within ``startup_timeout`` seconds, :class:`DeploymentError` says so with the
-tail of the server's log.
+(SIGTERM to its process group, SIGKILL after a grace period): nel.server_process's lifecycle.
+If the server exits early or is not healthy within ``startup_timeout`` seconds,
+:class:`DeploymentError` says so with the tail of the server's log. A ``local://`` model is a
+deployment too (nel.serving.launcher.local_deployment: the command is ``nel serve``).
 
 Placeholders in ``command``: ``{port}``, ``{model}`` (the model id), ``{checkpoint}`` (the
 ``checkpoint``, else the model id) and ``{tp}``. A leading ``python``/``python3`` runs under
@@ -23,23 +24,18 @@ works the same on a compute node whose PATH lacks nel's environment.
 from __future__ import annotations
 
 import contextlib
-import os
 import shlex
-import signal
-import socket
 import string
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nel.errors import ConfigError, DeploymentError
+from nel.errors import ConfigError, DeploymentError, ServerError
+from nel.keys import reject_unknown_keys
+from nel.server_process import ServerProcess, child_env, free_port, health_check
 
 PLACEHOLDERS = ("port", "model", "checkpoint", "tp")
 DEPLOY_URL = "deploy://"
@@ -109,8 +105,6 @@ class DeploymentSpec:
 
     @classmethod
     def from_dict(cls, raw: Any, where: str = "model.deployment") -> DeploymentSpec:
-        from nel.spec import reject_unknown_keys
-
         if isinstance(raw, cls):
             return raw
         if not isinstance(raw, dict):
@@ -131,123 +125,50 @@ def placeholders(template: str, where: str = "model.deployment") -> set[str]:
         raise ConfigError(f"{where}.command {template!r} is not a valid template: {exc}") from None
 
 
-def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@contextlib.contextmanager
+def serving(
+    spec: DeploymentSpec,
+    *,
+    model_id: str | None = None,
+    log_path: Path | str | None = None,
+    name: str | None = None,
+    error: type[ServerError] = DeploymentError,
+    base_env: Mapping[str, str] | None = None,
+) -> Iterator[ServerProcess]:
+    """Start ``spec.command`` on a free port, wait until healthy, yield the running server
+    (its ``base_url`` set), stop it on the way out.
+
+    The server's stdout and stderr go to ``log_path`` (appended to; a temporary file when
+    None). Raises ``error`` with the log's tail when the server exits before it is healthy or
+    is not healthy within ``spec.startup_timeout`` seconds.
+    """
+    port = free_port()
+    argv = spec.argv(port, model_id)
+    with contextlib.ExitStack() as stack:
+        if log_path is None:
+            log = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="nel-deploy-"))) / "server.log"
+        else:
+            log = Path(log_path)
+        server = ServerProcess.start(
+            argv,
+            log=log,
+            env=child_env(base_env, spec.env),
+            name=name or f"the model server {shlex.join(argv)}",
+            error=error,
+        )
+        try:
+            ready = health_check(f"http://127.0.0.1:{port}{spec.health_path}", f"http://127.0.0.1:{port}{spec.base_path}")
+            server.wait_ready(ready, spec.startup_timeout, grace=spec.stop_grace)
+            yield server
+        finally:
+            server.stop(spec.stop_grace)
 
 
 @contextlib.contextmanager
 def deployed(
     spec: DeploymentSpec, *, model_id: str | None = None, log_path: Path | str | None = None
 ) -> Iterator[str]:
-    """Start ``spec.command`` on a free port, wait until healthy, yield its base URL, stop it.
-
-    The server's stdout and stderr go to ``log_path`` (appended to; a temporary file when
-    None). Raises :class:`DeploymentError` with the log's tail when the server exits before
-    it is healthy or is not healthy within ``spec.startup_timeout`` seconds.
-    """
-    port = free_port()
-    argv = spec.argv(port, model_id)
-    env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}
-    # make this very copy of nel importable in the child even when it is not installed
-    package_root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(
-        [package_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != package_root]
-    )
-    with contextlib.ExitStack() as stack:
-        if log_path is None:
-            log = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="nel-deploy-"))) / "server.log"
-        else:
-            log = Path(log_path)
-            log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "ab") as out:
-            out.write(f"--- nel: starting {shlex.join(argv)} ---\n".encode())
-            out.flush()
-            try:
-                process = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-                    start_new_session=True,
-                )  # fmt: skip
-            except OSError as exc:
-                raise DeploymentError(f"cannot start the model server {shlex.join(argv)}: {exc}") from None
-        try:
-            _wait_healthy(process, port, spec, argv, log)
-            yield f"http://127.0.0.1:{port}{spec.base_path}"
-        finally:
-            stop(process, spec.stop_grace)
-
-
-def _wait_healthy(
-    process: subprocess.Popen, port: int, spec: DeploymentSpec, argv: list[str], log: Path
-) -> None:
-    url = f"http://127.0.0.1:{port}{spec.health_path}"
-    started = time.monotonic()
-    deadline = started + spec.startup_timeout
-    delay = 0.05
-    while True:
-        code = process.poll()
-        if code is not None:
-            raise DeploymentError(
-                f"the model server {shlex.join(argv)} exited with code {code} before {url} answered; "
-                f"its log ({log}) ends with:\n{log_tail(log)}"
-            )
-        if _healthy(url):
-            return
-        if time.monotonic() > deadline:
-            raise DeploymentError(
-                f"the model server {shlex.join(argv)} was not healthy ({url} did not answer 200) within "
-                f"startup_timeout={spec.startup_timeout:g}s; its log ({log}) ends with:\n{log_tail(log)}"
-            )
-        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-        delay = min(delay * 1.5, 1.0)
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return int(response.status) == 200
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-def log_tail(path: Path, max_lines: int = 40, max_chars: int = 6000) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    lines = [line for line in text.splitlines() if "it/s]" not in line]  # drop progress bars
-    return "\n".join(lines[-max_lines:])[-max_chars:] or "(empty)"
-
-
-def stop(process: subprocess.Popen, grace: float = 30.0) -> None:
-    """SIGTERM the server's process group, SIGKILL what is left after ``grace`` seconds."""
-    pgid = process.pid  # start_new_session: the server leads its own group
-    _signal_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    try:
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        pass
-    # workers the server forked (vLLM's engine, tensor-parallel ranks) may outlive it
-    while _group_alive(pgid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    _signal_group(pgid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(10)
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signum)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """:func:`serving`, yielding only the server's base URL."""
+    with serving(spec, model_id=model_id, log_path=log_path) as server:
+        assert server.base_url is not None
+        yield server.base_url

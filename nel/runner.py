@@ -176,8 +176,8 @@ async def _cancellable(coro: Coroutine[Any, Any, EvalResult]) -> EvalResult:
 @contextlib.contextmanager
 def _served_model(spec: RunSpec, shard: Shard) -> Iterator[RunSpec]:
     """Serve the model (and judge) for the duration of the shard when nel is to start it:
-    a ``deployment`` (nel.deployment: any server command) or a ``local://`` URL (the embedded
-    server). The yielded spec points at the running server; otherwise it is ``spec``."""
+    a ``deployment`` (nel.deployment: any server command), of which a ``local://`` URL is one
+    (``nel serve``). The yielded spec points at the running server; otherwise it is ``spec``."""
     with contextlib.ExitStack() as stack:
         model = _serve(stack, spec.model, spec, shard, "model")
         judge = None if spec.judge is None else _serve(stack, spec.judge, spec, shard, "judge")
@@ -188,15 +188,15 @@ def _served_model(spec: RunSpec, shard: Shard) -> Iterator[RunSpec]:
 
 
 def _serve(stack: contextlib.ExitStack, model: ModelSpec, spec: RunSpec, shard: Shard, role: str) -> ModelSpec:
-    if model.deployment is not None:
-        from nel.deployment import deployed
+    deployment = model.deployment
+    if deployment is None and model.url.startswith("local://"):
+        from nel.serving.launcher import local_deployment
 
-        log = RunDir(spec.output_dir).deployment_log(role, shard.idx, shard.total)
-        url = stack.enter_context(deployed(model.deployment, model_id=model.model_id, log_path=log))
-        return dataclasses.replace(model, url=url)
-    if model.url.startswith("local://"):
-        from nel.serving import start_local_server
+        deployment = local_deployment(model.url)
+    if deployment is None:
+        return model
+    from nel.deployment import deployed
 
-        server = stack.enter_context(start_local_server(model.url))
-        return dataclasses.replace(model, url=server.base_url)
-    return model
+    log = RunDir(spec.output_dir).deployment_log(role, shard.idx, shard.total)
+    url = stack.enter_context(deployed(deployment, model_id=model.model_id, log_path=log))
+    return dataclasses.replace(model, url=url)

@@ -19,6 +19,7 @@ from typing import Any
 from nel.concurrency import parse_concurrency
 from nel.deployment import DEPLOY_URL, DeploymentSpec
 from nel.errors import ConfigError
+from nel.keys import reject_unknown_keys
 
 DEFAULT_CONCURRENCY = 64
 DEFAULT_TEMPERATURE = 0.0
@@ -218,16 +219,6 @@ def _model_from_dict(raw: Any, where: str) -> ModelSpec:
     if deployment is not None:
         raw["deployment"] = DeploymentSpec.from_dict(deployment, f"{where}.deployment")
     return ModelSpec(**raw)
-
-
-def reject_unknown_keys(cls: type, data: dict[str, Any], where: str) -> None:
-    """Refuse keys ``cls`` does not have, listing every valid one (a typo should say what was meant)."""
-    valid = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - valid)
-    if unknown:
-        raise ConfigError(
-            f"unknown {where} key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(valid))}"
-        )
 
 
 def check_flush(flush_rows: int, flush_seconds: float) -> None:

@@ -18,7 +18,7 @@ The sweep file (YAML; see launch/example_sweep.yaml)::
     name: nightly
     output_root: /shared/nel_runs
     results: /shared/nel_runs/results.parquet
-    mode: slurm                 # or local: run the shards in this process (no SLURM)
+    backend: slurm              # or local: run the shards in this process (no SLURM); "mode" also works
     max_submissions: 3
     common: [shards=8, cluster=default]        # Hydra overrides for every run
     models:                                     # label -> overrides
@@ -47,12 +47,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nel.backends import BACKENDS, get_backend
+from nel.backends.base import ranges
 from nel.errors import ConfigError, ExitCode, NelError, StoreError, exit_code_for
-from nel.rundir import RunDir
+from nel.launch import compose_plan as launch_plan
+from nel.launch import conf_dir
+from nel.reconcile import Target, advance
 
 RESULTS_SCHEMA_VERSION = "1"
 _SWEEP_KEYS = {
     "name",
+    "backend",
     "output_root",
     "results",
     "mode",
@@ -71,7 +76,7 @@ class SweepFile:
     name: str
     output_root: str
     results: str
-    mode: str = "slurm"
+    backend: str = "slurm"
     max_submissions: int = 3
     common: list[str] = field(default_factory=list)
     models: dict[str, list[str]] = field(default_factory=dict)
@@ -103,7 +108,7 @@ class SweepFile:
             "results": str(
                 (base / str(raw.get("results") or Path(output_root) / "results.parquet")).resolve()
             ),
-            "mode": str(raw.get("mode", "slurm")),
+            "backend": str(raw.get("backend") or raw.get("mode") or "slurm"),
             "max_submissions": int(raw.get("max_submissions", 3)),
             "common": _overrides(raw.get("common"), f"{path}: common"),
             "models": _labelled(raw.get("models"), f"{path}: models"),
@@ -113,8 +118,12 @@ class SweepFile:
         sweep = cls(**data)
         if not sweep.models or not sweep.benchmarks:
             raise ConfigError(f"{path}: needs at least one entry under models and under benchmarks")
-        if sweep.mode not in ("slurm", "local"):
-            raise ConfigError(f"{path}: mode must be slurm or local, got {sweep.mode!r}")
+        if "backend" in raw and "mode" in raw and raw["backend"] != raw["mode"]:
+            raise ConfigError(f"{path}: backend {raw['backend']!r} and mode {raw['mode']!r} disagree; keep backend")
+        if sweep.backend not in BACKENDS:
+            raise ConfigError(
+                f"{path}: backend must be one of {', '.join(sorted(BACKENDS))}, got {sweep.backend!r}"
+            )
         return sweep
 
     def runs(self) -> Iterator[SweepRun]:
@@ -165,23 +174,19 @@ def _labelled(value: Any, where: str) -> dict[str, list[str]]:
 # --------------------------------------------------------------------------------------------
 
 
-def compose_plan(run: SweepRun, mode: str) -> Any:
+def compose_plan(run: SweepRun, backend: str) -> Any:
     """The launch plan of one run of the grid (a model label that names conf/model/LABEL.yaml
     selects it unless the run's overrides pick a model themselves)."""
-    from nel.launch import compose_plan as compose
-
     overrides = list(run.overrides)
     if not any(o.startswith("model=") for o in overrides) and _is_model_option(run.model):
         overrides.insert(0, f"model={run.model}")
     try:
-        return compose(overrides, launcher="basic" if mode == "local" else "nel_slurm")
+        return launch_plan([*overrides, f"backend={backend}"])
     except ConfigError as exc:
         raise ConfigError(f"{run.label}: {exc}") from None
 
 
 def _is_model_option(label: str) -> bool:
-    from nel.launch import conf_dir
-
     return (conf_dir() / "model" / f"{label}.yaml").exists()
 
 
@@ -189,75 +194,47 @@ def _is_model_option(label: str) -> bool:
 class Outcome:
     run: SweepRun
     run_dir: Path | None
-    action: str  # submitted | running | complete | collected | gave-up | ran-here | error
+    action: str  # submitted | running | complete | collected | gave-up | would-submit | error
     detail: str = ""
 
 
-def sweep(sweep_file: SweepFile, *, dry_run: bool = False, out: Any = None) -> list[Outcome]:
-    from nel.cluster import _ranges, run_here, run_status
-    from nel.runner import open_spec_run
-    from nel.slurm import submit, write_launch_record
+# nel.reconcile's step -> the sweep's word for it
+_ACTIONS = {"active": "running", "gave-up": "gave-up", "would-submit": "would-submit", "submitted": "submitted"}
 
+
+def sweep(sweep_file: SweepFile, *, dry_run: bool = False, out: Any = None) -> list[Outcome]:
     out = out or sys.stdout
     outcomes: list[Outcome] = []
     collected = _collected_runs(Path(sweep_file.results))
+    backend = get_backend(sweep_file.backend)
     for run in sweep_file.runs():
+        run_dir = None
         try:
-            plan = compose_plan(run, sweep_file.mode)
-        except NelError as exc:
-            outcomes.append(Outcome(run, None, "error", str(exc)))
-            continue
-        run_dir = plan.run_dir
-        status = (
-            run_status(run_dir, with_slurm=sweep_file.mode == "slurm")
-            if RunDir(run_dir).run_file.exists()
-            else None
-        )
-        if status is not None and status.complete and not status.active:
-            action = "complete" if plan.spec.config_hash() in collected else "collected"
-            outcomes.append(Outcome(run, run_dir, action))
-            continue
-        if status is not None and status.active:
-            outcomes.append(Outcome(run, run_dir, "running", status.headline()))
-            continue
-        todo = (
-            [s.idx for s in status.shards if s.state != "done"] if status else list(range(plan.total_shards))
-        )
-        tries = len(status.submissions) if status else 0
-        if tries >= sweep_file.max_submissions:
-            why = f"submitted {tries} times already; see nel status {run_dir}"
-            outcomes.append(Outcome(run, run_dir, "gave-up", why))
-            continue
-        if dry_run:
-            outcomes.append(
-                Outcome(run, run_dir, "would-submit", f"shards {_ranges(todo)} of {plan.total_shards}")
+            plan = compose_plan(run, sweep_file.backend)
+            run_dir = plan.run_dir
+            target = Target(
+                plan.spec, plan.total_shards, plan.settings, plan.allow_partial,
+                {**plan.record(), "sweep": sweep_file.name},
+            )  # fmt: skip
+            step = advance(
+                target, backend, dry_run=dry_run, max_submissions=sweep_file.max_submissions, out=out
             )
-            continue
-        try:
-            open_spec_run(plan.spec, plan.total_shards)
-            write_launch_record(run_dir, {**plan.record(), "sweep": sweep_file.name})
-            if sweep_file.mode == "local":
-                code = run_here(
-                    plan.spec,
-                    total_shards=plan.total_shards,
-                    shards=todo,
-                    allow_partial=plan.allow_partial,
-                    out=out,
-                )
-                action = "collected" if code == 0 else "error"
-                outcomes.append(
-                    Outcome(run, run_dir, action, "" if code == 0 else "incomplete; see nel status")
-                )
-            else:
-                sub = submit(
-                    run_dir, plan.spec, total_shards=plan.total_shards, shards=todo,
-                    settings=plan.settings, allow_partial=plan.allow_partial,
-                )  # fmt: skip
-                outcomes.append(
-                    Outcome(run, run_dir, "submitted", f"jobs {','.join(sub.job_ids())}, shards {len(todo)}")
-                )
         except NelError as exc:
             outcomes.append(Outcome(run, run_dir, "error", str(exc)))
+            continue
+        if step.action == "complete" or (step.action == "ran" and step.status and step.status.complete):
+            action = "complete" if plan.spec.config_hash() in collected else "collected"
+            outcomes.append(Outcome(run, run_dir, action))
+        elif step.action == "ran":
+            outcomes.append(Outcome(run, run_dir, "error", f"incomplete; see nel status {run_dir}"))
+        elif step.action == "would-submit":
+            detail = f"shards {ranges(step.todo) or 'none'} of {plan.total_shards}"
+            outcomes.append(Outcome(run, run_dir, "would-submit", detail))
+        elif step.action == "submitted" and step.submission is not None:
+            jobs = ",".join(step.submission.job_ids())
+            outcomes.append(Outcome(run, run_dir, "submitted", f"jobs {jobs}, shards {len(step.todo)}"))
+        else:
+            outcomes.append(Outcome(run, run_dir, _ACTIONS.get(step.action, step.action), step.detail))
     fresh = [o for o in outcomes if o.action == "collected" and o.run_dir is not None]
     if fresh and not dry_run:
         append_results(Path(sweep_file.results), [_result_rows(sweep_file.name, o) for o in fresh])
@@ -269,7 +246,7 @@ def sweep(sweep_file: SweepFile, *, dry_run: bool = False, out: Any = None) -> l
 
 
 def _result_rows(sweep_name: str, outcome: Outcome) -> list[dict[str, Any]]:
-    from nel.rundir import read_run
+    from nel.rundir import RunDir, read_run
 
     run_dir = outcome.run_dir
     assert run_dir is not None
@@ -390,27 +367,30 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
         prog="nel sweep",
         description="Submit every run of a sweep file (models x benchmarks x settings) that is neither "
         "done nor running, and append finished runs' headline metrics to the results table. "
-        "Idempotent: safe to run from cron. Exit 0 when every run is complete, 3 while some are "
+        "Idempotent: safe to run from cron. Exit 0 when every run is complete, 5 while some are "
         "in progress, 1 if any run errored or was given up, 2 for bad input.",
     )
     parser.add_argument("sweep_file", type=Path)
     parser.add_argument(
         "--dry-run", action="store_true", help="print what would be submitted; submit nothing"
     )
-    parser.add_argument("--json", action="store_true", help="print the outcomes as JSON lines")
+    parser.add_argument(
+        "--json", action="store_true", help="print the outcomes as JSON lines (and nothing else on stdout)"
+    )
     args = parser.parse_args(argv)
+    out = sys.stderr if args.json else sys.stdout  # what the runs print, e.g. the local backend's shards
     try:
         sweep_file = SweepFile.load(args.sweep_file)
         if args.dry_run:  # reads only: no lock, nothing created
-            outcomes = sweep(sweep_file, dry_run=True)
+            outcomes = sweep(sweep_file, dry_run=True, out=out)
             return _print_outcomes(outcomes, as_json=args.json)
         with _sweep_lock(Path(sweep_file.results)) as locked:
             if not locked:
-                print(f"nel sweep: another sweep holds the lock of {sweep_file.results}; nothing done")
+                print(f"nel sweep: another sweep holds the lock of {sweep_file.results}; nothing done", file=sys.stderr)
                 return ExitCode.IN_PROGRESS
-            outcomes = sweep(sweep_file, dry_run=args.dry_run)
+            outcomes = sweep(sweep_file, dry_run=args.dry_run, out=out)
     except NelError as exc:
-        print(f"nel sweep: {exc}", file=sys.stderr)
+        print(f"nel: error: {exc}", file=sys.stderr)
         return exit_code_for(exc)
     return _print_outcomes(outcomes, as_json=args.json)
 

@@ -22,11 +22,11 @@ import pandas as pd
 import psutil
 import pytest
 
+from nel.backends.base import read_submissions
 from nel.deployment import DeploymentError, DeploymentSpec, deployed
 from nel.errors import ConfigError
 from nel.launch import compose_plan
 from nel.runner import run_shard
-from nel.slurm import read_submissions
 from nel.spec import ModelSpec, RunSpec
 from tests.test_launch import launch
 from tests.test_serving import needs_model
@@ -131,6 +131,23 @@ def test_a_judge_deployment_is_served_in_the_same_shard(tmp_path: Path) -> None:
         with urllib.request.urlopen(served.judge.url + "/models", timeout=5) as response:
             assert response.status == 200
     assert (tmp_path / "run" / "deployment" / "judge-shard-00001-of-00002.log").exists()
+
+
+@needs_model
+def test_a_local_url_is_served_as_a_deployment_of_nel_serve() -> None:
+    """runner serves local:// models through the same lifecycle as any deployment."""
+    from nel.serving.launcher import local_deployment
+    from nel.serving.server import _parser
+
+    spec = local_deployment("local://smollm2", max_batch_size=4)
+    argv = spec.argv(1234, "smollm2")
+    assert argv == [sys.executable, "-m", "nel.serving", "local://smollm2", "--host", "127.0.0.1",
+                    "--max-batch-size", "4", "--port", "1234", "--exit-with-parent"]  # fmt: skip
+    parsed = _parser().parse_args(argv[3:])  # the command is one nel serve accepts
+    assert (parsed.model, parsed.port, parsed.max_batch_size, parsed.exit_with_parent) == (
+        "local://smollm2", 1234, 4, True,
+    )  # fmt: skip
+    assert (spec.health_path, spec.base_path, spec.startup_timeout, spec.stop_grace) == ("/v1/models", "/v1", 600, 10)
 
 
 # --------------------------------------------------------------------------------------------

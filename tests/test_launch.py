@@ -18,13 +18,15 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from nel.cluster import EXIT_COMPLETE, EXIT_NEEDS_RESUME, resume_main, run_status, status_main
+from nel.backends.base import ClusterSettings
+from nel.backends.slurm import _expand_job_id
+from nel.cluster import EXIT_COMPLETE, EXIT_NEEDS_RESUME, resume_main, status_main
 from nel.errors import ConfigError
 from nel.launch import compose_plan, conf_dir, normalize_overrides
+from nel.reconcile import run_status
 from nel.skills.data import read_jsonl
-from nel.slurm import ClusterSettings, _expand_job_id
 from nel.spec import ModelSpec, RunSpec
-from nel.sweep import sweep_main
+from nel.sweep import SweepFile, sweep_main
 from nel.testing.model_server import ModelServer, Rule
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,7 +96,7 @@ def unsharded_metrics(plan_overrides: list[str], out: Path) -> dict[str, Any]:
     """The reference: the same config as one shard through the core, no launcher involved."""
     from nel.runner import run_shard
 
-    spec = compose_plan([*plan_overrides, f"output_dir={out}"], launcher="basic").spec
+    spec = compose_plan([*plan_overrides, f"output_dir={out}", "hydra/launcher=basic"]).spec
     result = run_shard(spec, shard_idx=0, total_shards=1, progress="none")
     assert result.metrics is not None, result.incomplete
     return json.loads((out / "metrics.json").read_text())
@@ -125,7 +127,7 @@ def test_composed_config_is_exactly_one_runspec() -> None:
         output_dir="/tmp/some/run", repeats=8, max_problems=10, system_prompt="Be brief.",
     )  # fmt: skip
     assert plan.spec == expected
-    assert plan.total_shards == 4 and plan.mode == "slurm"
+    assert plan.total_shards == 4 and plan.backend == "slurm"
     # The schema is derived from RunSpec: every field of it is a key of the composed config.
     assert RunSpec.from_dict(plan.spec.to_dict()) == plan.spec
 
@@ -156,7 +158,10 @@ def test_misspelt_options_get_a_suggestion() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["repeat=3"], "Key 'repeat' not in 'LaunchConf'"),
+        (["repeat=3"], "repeat=3: no key 'repeat'; did you mean 'repeats'?"),
+        (["model.temprature=0.5"], "no key 'model.temprature'; did you mean 'model.temperature'?"),
+        (["repeats=1,2"], "Ambiguous value for argument 'repeats=1,2'"),
+        (["backend=slrum"], "unknown backend; did you mean 'slurm'?"),
         (["repeats=abc"], "could not be converted to Integer"),
         (["repeats=0"], "repeats must be >= 1, got 0"),
         (["model=openai_compatible"], "model.model_id is not set: add model.model_id=..."),
@@ -172,9 +177,19 @@ def test_bad_input_is_refused_with_a_message_that_names_it(
     args: list[str], message: str, tmp_path: Path
 ) -> None:
     done = launch(*args, f"output_root={tmp_path}", "--dry-run")
-    assert done.returncode != 0
-    assert message in done.stderr + done.stdout
+    assert done.returncode == 2, done.stdout + done.stderr  # ExitCode.USAGE
+    # one line, as docs/cli.md promises: no Hydra report, no traceback
+    assert done.stderr.startswith("nel: error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert message in done.stderr
     assert not any(tmp_path.iterdir()), "nothing may be created for a refused config"
+
+
+def test_unknown_key_without_dry_run_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    done = launch("repeat=4", f"output_root={tmp_path}")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.splitlines() == [
+        done.stderr.strip()
+    ] and "no key 'repeat'; did you mean 'repeats'?" in done.stderr
 
 
 def test_dry_run_prints_the_submission_and_creates_nothing(tmp_path: Path) -> None:
@@ -185,6 +200,47 @@ def test_dry_run_prints_the_submission_and_creates_nothing(tmp_path: Path) -> No
     assert "--dependency=afterany:<array job>" in done.stdout
     assert "module load python/3.11" in done.stdout
     assert not any(tmp_path.iterdir())
+
+
+def test_dry_run_of_the_local_backend_says_what_it_would_run_here(tmp_path: Path) -> None:
+    for backend in ("hydra/launcher=basic", "backend=local"):
+        done = launch("bench=skills/gsm8k", "shards=4", f"output_root={tmp_path}", backend, "--dry-run")
+        assert done.returncode == 0, done.stderr
+        assert "backend:  local" in done.stdout and "sbatch" not in done.stdout
+        assert "local:    shard(s) 0-3 of 4 in this process, one after another, then the reducer" in done.stdout
+        assert not any(tmp_path.iterdir())
+
+
+def test_help_lists_every_option_in_numeric_order_and_the_launchers() -> None:
+    done = launch("--help")
+    assert done.returncode == 0, done.stderr
+    lines: dict[str, str] = {}
+    for line in done.stdout.splitlines():  # the groups come first, the config after them
+        lines.setdefault(line.split(":", 1)[0].strip(), line)
+    assert "1*, 2, 4, 8, 16, 32, 64" in lines["shards"]
+    assert "nel_slurm* (backend slurm), basic (backend local)" in lines["hydra/launcher"]
+    assert "skills/gsm8k*" in lines["bench"] and "repeats: 1" in done.stdout  # the config follows
+
+
+def test_a_clashing_run_dir_names_the_launcher_spelling_and_overwrite_starts_over(
+    server: ModelServer, gsm8k_data_dir: Path, tmp_path: Path
+) -> None:
+    from nel.runner import open_spec_run
+
+    overrides = run_overrides(server, gsm8k_data_dir, tmp_path / "runs")
+    first = compose_plan([*overrides, "shards=2"])
+    open_spec_run(first.spec, first.total_shards)  # a run of 2 shards; the shard count is not in the hash
+    assert compose_plan([*overrides, "shards=3"]).run_dir == first.run_dir
+
+    clash = launch(*overrides, "shards=3", "hydra/launcher=basic")
+    assert clash.returncode == 2 and clash.stderr.count("\n") == 1, clash.stderr
+    assert "total_shards" in clash.stderr and "output_dir=..., or --overwrite" in clash.stderr
+    assert "--output-dir" not in clash.stderr
+
+    done = launch(*overrides, "shards=3", "hydra/launcher=basic", "--overwrite")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((first.run_dir / "run.json").read_text())["total_shards"] == 3
+    assert (first.run_dir / "metrics.json").exists()
 
 
 def test_run_dir_follows_the_config_hash() -> None:
@@ -216,7 +272,7 @@ def test_pending_array_ids_are_expanded() -> None:
 
 
 def test_basic_launcher_matches_an_unsharded_run_and_keeps_no_secret(
-    server: ModelServer, gsm8k_data_dir: Path, tmp_path: Path
+    server: ModelServer, gsm8k_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     overrides = run_overrides(server, gsm8k_data_dir, tmp_path / "runs", "repeats=2")
     reference = unsharded_metrics(overrides, tmp_path / "reference")
@@ -233,6 +289,9 @@ def test_basic_launcher_matches_an_unsharded_run_and_keeps_no_secret(
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path
     assert status_main([str(run_dir)]) == EXIT_COMPLETE
+    capsys.readouterr()
+    assert status_main([str(run_dir), "--wait", "--poll", "0.1"]) == EXIT_COMPLETE
+    assert (run_dir / "report.txt").read_text().strip() in capsys.readouterr().out, "--wait prints the report"
 
     again = launch(*overrides, "shards=3", "hydra/launcher=basic")
     assert again.returncode == 0 and "already complete" in again.stdout
@@ -254,7 +313,7 @@ def test_failed_shard_is_reported_then_resumed_locally(
     run_dir = compose_plan(overrides).run_dir
     assert not (run_dir / "metrics.json").exists()
 
-    status = run_status(run_dir, with_slurm=False)
+    status = run_status(run_dir, with_jobs=False)
     assert [s.state for s in status.shards] == ["done", "failed", "done"]
     assert "2 row(s) failed after their retries" in (status.shards[1].detail or "")
     capsys.readouterr()
@@ -290,14 +349,15 @@ def test_status_of_a_run_whose_shards_never_started(
 # nel sweep, local mode
 
 
-def write_sweep(path: Path, srv: ModelServer, data_dir: Path, mode: str) -> Path:
+def write_sweep(path: Path, srv: ModelServer, data_dir: Path, backend: str, *common: str) -> Path:
+    extra = "".join(f", {c}" for c in common)
     path.write_text(
         f"""
 name: test-sweep
 output_root: runs
 results: runs/results.parquet
-mode: {mode}
-common: [shards=2, "model.url={srv.base_url}", "data_dir={data_dir}", max_problems={N_PROBLEMS}, concurrency=4]
+backend: {backend}
+common: [shards=2, "model.url={srv.base_url}", "data_dir={data_dir}", max_problems={N_PROBLEMS}, concurrency=4{extra}]
 models:
   mock: [model.model_id=mock]
 benchmarks: [gsm8k]
@@ -309,19 +369,22 @@ settings:
     return path
 
 
+def sweep_json(sweep_file: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
+    """``nel sweep FILE --json``: its exit code and the action of each run, in grid order."""
+    capsys.readouterr()
+    code = sweep_main([str(sweep_file), "--json"])
+    return code, [json.loads(line)["action"] for line in capsys.readouterr().out.splitlines()]
+
+
 def test_local_sweep_twice_runs_each_config_once(
     server: ModelServer, gsm8k_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     sweep_file = write_sweep(tmp_path / "sweep.yaml", server, gsm8k_data_dir, "local")
-    assert sweep_main([str(sweep_file)]) == 0
-    first = capsys.readouterr().out
-    assert first.count("collected") == 2
+    assert sweep_json(sweep_file, capsys) == (0, ["collected", "collected"])
     requests = server.request_count
     assert requests == N_PROBLEMS * 3
 
-    assert sweep_main([str(sweep_file)]) == 0
-    second = capsys.readouterr().out
-    assert second.count("complete") == 2 and "collected" not in second
+    assert sweep_json(sweep_file, capsys) == (0, ["complete", "complete"])
     assert server.request_count == requests
 
     table = pq.read_table(tmp_path / "runs" / "results.parquet").to_pylist()
@@ -341,6 +404,12 @@ def test_sweep_file_errors_name_the_file(tmp_path: Path, capsys: pytest.CaptureF
     assert sweep_main([str(bad)]) == 2
     assert f"{bad}: unknown key(s) model" in capsys.readouterr().err
     assert sweep_main([str(tmp_path / "missing.yaml")]) == 2
+    bad.write_text("name: x\nmodels: [a]\nbenchmarks: [gsm8k]\nbackend: slrum\n")
+    assert sweep_main([str(bad)]) == 2
+    assert "backend must be one of local, slurm, got 'slrum'" in capsys.readouterr().err
+    old = tmp_path / "old.yaml"  # sweep files from before backends say mode:
+    old.write_text("name: x\nmodels: [a]\nbenchmarks: [gsm8k]\nmode: local\n")
+    assert SweepFile.load(old).backend == "local"
 
 
 def test_launch_plan_record_has_no_secret_fields() -> None:

@@ -20,12 +20,22 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from nel.cluster import EXIT_COMPLETE, EXIT_IN_PROGRESS, run_status, status_main
+from nel.backends.base import read_submissions
+from nel.backends.slurm import log_paths
+from nel.cluster import EXIT_COMPLETE, EXIT_IN_PROGRESS, status_main
 from nel.launch import compose_plan
-from nel.slurm import read_submissions
-from nel.sweep import sweep_main
+from nel.reconcile import run_status
 from nel.testing.model_server import ModelServer
-from tests.test_launch import SECRET, Answerer, launch, run_overrides, scores, unsharded_metrics, write_sweep
+from tests.test_launch import (
+    SECRET,
+    Answerer,
+    launch,
+    run_overrides,
+    scores,
+    sweep_json,
+    unsharded_metrics,
+    write_sweep,
+)  # fmt: skip
 
 pytestmark = pytest.mark.slurm
 
@@ -112,6 +122,13 @@ def cluster(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
     )  # fmt: skip
 
 
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
 def sacct_state(job: str) -> str:
     out = subprocess.run(
         ["sacct", "-n", "-P", "-X", "-o", "State", "-j", job], check=False, capture_output=True, text=True
@@ -154,10 +171,10 @@ def test_array_run_matches_unsharded_and_basic_launcher(
     assert [s.state for s in status.shards] == ["done"] * 4 and status.complete and not status.active
     # slurmdbd records a finished array task's state a moment after the job ends; poll briefly
     deadline = time.monotonic() + 30
-    while {s.slurm_state for s in status.shards} != {"COMPLETED"} and time.monotonic() < deadline:
+    while {s.job_state for s in status.shards} != {"COMPLETED"} and time.monotonic() < deadline:
         time.sleep(1)
         status = run_status(run_dir)
-    assert {s.slurm_state for s in status.shards} == {"COMPLETED"}
+    assert {s.job_state for s in status.shards} == {"COMPLETED"}
 
     # The key travelled to the compute node in the job's environment, never through a file.
     assert {r.headers.get("authorization") for r in server.requests[before:]} == {f"Bearer {SECRET}"}
@@ -187,9 +204,10 @@ def test_failing_shard_is_reported_by_the_reducer_and_fixed_by_resume(
     done = launch(*overrides, "--wait")
     assert done.returncode == 1, done.stdout + done.stderr
     assert not (run_dir / "metrics.json").exists()
+    # slurmdbd records the reducer's end a moment after it ends: wait for that state, not for time
+    wait_for(lambda: run_status(run_dir).reducer_state == "FAILED", "sacct to record the failed reducer", 60)
     status = run_status(run_dir)
     assert [s.state for s in status.shards] == ["done", "done", "failed", "done"]
-    assert status.reducer_state == "FAILED"
     assert "IncompleteRunError" in (status.reducer_detail or "") and "2 row(s) failed" in (
         status.reducer_detail or ""
     )
@@ -215,7 +233,7 @@ def test_scancel_of_a_running_task_is_reported_by_status(
     server: ModelServer, answerer: Answerer, gsm8k_data_dir: Path, tmp_path: Path,
     cancel_after: Callable[[Path], None],
 ) -> None:  # fmt: skip
-    answerer.delay = 2.0  # 6 problems a shard, one at a time: 12 s, time enough to cancel one
+    answerer.delay = 5.0  # 6 problems a shard, one at a time: 30 s, time enough to cancel one
     overrides = run_overrides(server, gsm8k_data_dir, tmp_path / "runs", "shards=2", "concurrency=1", *FAST)
     run_dir = compose_plan(overrides).run_dir
     cancel_after(run_dir)
@@ -223,13 +241,17 @@ def test_scancel_of_a_running_task_is_reported_by_status(
     assert done.returncode == 0, done.stderr
     (submission,) = read_submissions(run_dir)
 
-    wait_for(lambda: run_status(run_dir).shards[1].state == "running" and run_status(run_dir).shards[1].done > 0,
-             "shard 1 to be running")  # fmt: skip
+    err_log = log_paths(run_dir, submission.tasks[1])[1]
+
+    def shard_1_started() -> bool:  # SLURM runs the task and the task has begun the shard (its log says so)
+        return run_status(run_dir).shards[1].state == "running" and "[nel] shard 1 of 2" in _text(err_log)
+
+    wait_for(shard_1_started, "shard 1 to be running")
     subprocess.run(["scancel", submission.tasks[1]], check=True)
     wait_for(lambda: run_status(run_dir).shards[1].state != "running", "status to notice the cancelled task")
 
     shard = run_status(run_dir).shards[1]
-    assert shard.slurm_state == "CANCELLED" and shard.job == submission.tasks[1]
+    assert shard.job_state == "CANCELLED" and shard.job == submission.tasks[1]
     assert f"SLURM task {submission.tasks[1]} ended CANCELLED" in (shard.detail or "")
     assert "_log.err" in (shard.detail or ""), "the tail of the task's log is shown"
     shown = cluster("status", str(run_dir))
@@ -290,27 +312,26 @@ def test_sweep_run_twice_submits_once(
     server: ModelServer, gsm8k_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
     cancel_after: Callable[[Path], None],
 ) -> None:  # fmt: skip
-    sweep_file = write_sweep(tmp_path / "sweep.yaml", server, gsm8k_data_dir, "slurm")
-    assert sweep_main([str(sweep_file)]) == EXIT_IN_PROGRESS
-    first = capsys.readouterr().out
-    assert first.count("submitted") == 2
-    run_dirs = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    # Every job is submitted held (sbatch --hold), so the second sweep sees both runs queued
+    # however fast or slow the machine is; the test releases them when it is ready.
+    sweep_file = write_sweep(
+        tmp_path / "sweep.yaml", server, gsm8k_data_dir, "slurm", "+cluster.additional.hold=true"
+    )
+    assert sweep_json(sweep_file, capsys) == (EXIT_IN_PROGRESS, ["submitted", "submitted"])
+    run_dirs = sorted(p for p in (tmp_path / "runs").iterdir() if p.is_dir())
     assert len(run_dirs) == 2
     for run_dir in run_dirs:
         cancel_after(run_dir)
 
-    assert sweep_main([str(sweep_file)]) == EXIT_IN_PROGRESS
-    second = capsys.readouterr().out
-    assert "submitted" not in second and second.count("running") == 2
+    assert sweep_json(sweep_file, capsys) == (EXIT_IN_PROGRESS, ["running", "running"])
     assert all(len(read_submissions(d)) == 1 for d in run_dirs)
 
+    jobs = [j for d in run_dirs for s in read_submissions(d) for j in s.job_ids()]
+    subprocess.run(["scontrol", "release", *jobs], check=True, capture_output=True)
     for run_dir in run_dirs:
         assert status_main([str(run_dir), "--wait", "--poll", "1"]) == EXIT_COMPLETE
-    capsys.readouterr()
-    assert sweep_main([str(sweep_file)]) == 0
-    assert capsys.readouterr().out.count("collected") == 2
-    assert sweep_main([str(sweep_file)]) == 0
-    assert capsys.readouterr().out.count("complete") == 2
+    assert sweep_json(sweep_file, capsys) == (0, ["collected", "collected"])
+    assert sweep_json(sweep_file, capsys) == (0, ["complete", "complete"])
     assert all(len(read_submissions(d)) == 1 for d in run_dirs)
     table = pq.read_table(tmp_path / "runs" / "results.parquet").to_pylist()
     assert {r["setting"] for r in table} == {"greedy", "sampled"}

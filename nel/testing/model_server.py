@@ -759,47 +759,48 @@ def start_server_process(
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Launch ``python -m nel.testing.model_server *args``; return ``(proc, base_url)``.
 
-    Waits for the ``READY`` line.  If the process exits or stays silent for ``timeout``
-    seconds, it is killed and a ``RuntimeError`` carrying its stderr is raised.  The
-    caller owns ``proc``: end it with :func:`stop_server_process` (SIGTERM, then wait).
+    Started and checked like every server nel starts (nel.server_process), with its stdout a
+    pipe the caller may read and the ``READY`` line as the readiness check. If the process
+    exits or stays silent for ``timeout`` seconds, it is killed and a ``RuntimeError``
+    carrying its stderr is raised.  The caller owns ``proc``: end it with
+    :func:`stop_server_process` (SIGTERM, then wait).
     """
-    env = dict(os.environ)
-    # Make `nel` importable in the child even when the caller's cwd is elsewhere.
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    cmd = [sys.executable, "-m", "nel.testing.model_server", *args]
-    stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 - outlives this block; closed below
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr_file, env=env)
+    from pathlib import Path
+
+    from nel.server_process import Readiness, ServerProcess
+
+    fd, stderr_path = tempfile.mkstemp(prefix="nel-model-server-", suffix=".stderr")
+    os.close(fd)
+    log = Path(stderr_path)
+    # own_group=False: in the caller's group, so a Ctrl-C of the test run stops it too
+    server = ServerProcess.start(
+        [sys.executable, "-m", "nel.testing.model_server", *args], log=log, stdout=subprocess.PIPE,
+        own_group=False, name="the model server process", error=RuntimeError,
+    )  # fmt: skip
+    proc = server.process
     assert proc.stdout is not None
-    lines: queue.Queue[bytes] = queue.Queue()
     stdout = proc.stdout
-    reader = threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True)
-    reader.start()
+    lines: queue.Queue[bytes] = queue.Queue()
+    threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
 
-    def fail(why: str) -> RuntimeError:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        reader.join(1.0)  # readline sees EOF once the child is gone
-        if not reader.is_alive():
-            stdout.close()
-        stderr_file.seek(0)
-        err = stderr_file.read().decode(errors="replace").strip()
-        stderr_file.close()
-        return RuntimeError(
-            f"model server process {why} (cmd: {' '.join(cmd)}; exit code {proc.returncode})"
-            + (f"; stderr:\n{err}" if err else "; stderr was empty")
-        )
+    def first_line() -> str | None:
+        try:
+            text = lines.get_nowait().decode(errors="replace").strip()
+        except queue.Empty:
+            return None
+        if not text:  # EOF: the process is exiting; wait_ready reports its exit code and stderr
+            return None
+        if not text.startswith("READY "):
+            raise RuntimeError(
+                f"the model server process printed {text!r} instead of 'READY <url>'; "
+                f"its stderr ends with:\n{server.log_tail()}"
+            )
+        return text.split(" ", 1)[1]
 
-    try:
-        line = lines.get(timeout=timeout)
-    except queue.Empty:
-        raise fail(f"printed no READY line within {timeout}s") from None
-    text = line.decode(errors="replace").strip()
-    if not text.startswith("READY "):
-        raise fail(f"exited or printed {text!r} instead of 'READY <url>'")
-    stderr_file.close()  # the child keeps its own descriptor
-    return proc, text.split(" ", 1)[1]
+    ready = Readiness(first_line, "it printed 'READY <url>'", "no 'READY <url>' line")
+    base_url = server.wait_ready(ready, timeout, timeout_name="timeout", grace=0)
+    log.unlink(missing_ok=True)  # kept only when startup failed, for the message that names it
+    return proc, base_url
 
 
 def stop_server_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:

@@ -1,4 +1,4 @@
-"""SLURM, through submitit: submit a run's shards as one array job plus a reducer job.
+"""The SLURM backend, through submitit: a run's shards as one array job plus a reducer job.
 
 A submission is two jobs::
 
@@ -9,9 +9,8 @@ A submission is two jobs::
 
 Both are ``submitit.helpers.Checkpointable``: at ``signal_delay_s`` before its time limit,
 or when preempted, a task gets SIGUSR2, submitit requeues it (same job id), and the rerun
-resumes from the shard's Parquet parts. Each submission is appended to
-``<run_dir>/launch/submissions.json``, which is how ``nel status`` and ``nel resume`` find
-the jobs of a run; submitit's own files (pickled task, logs) are in ``<run_dir>/slurm/``.
+resumes from the shard's Parquet parts. submitit's own files (pickled task, logs) are in
+``<run_dir>/slurm/``.
 
 The API key never enters a pickle: a task carries the *name* of the environment variable
 and reads the key on the compute node when it starts.
@@ -21,99 +20,140 @@ Job states come from ``squeue`` (live jobs) and ``sacct`` (ended ones; needs slu
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TextIO
 
-from nel.errors import ConfigError, SlurmError, StoreError
-from nel.rundir import RunDir, utcnow, write_json_atomic
-from nel.spec import RunSpec, reject_unknown_keys
+from nel.backends.base import (
+    COMPLETED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    UNKNOWN,
+    ClusterSettings,
+    JobState,
+    ShardRequest,
+    Submission,
+    ranges,
+)
+from nel.errors import SlurmError
+from nel.rundir import RunDir, utcnow
+from nel.spec import RunSpec
 
-# SLURM job states, grouped by what they mean for a shard.
-ACTIVE_STATES = frozenset(
-    {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
-     "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
-)  # fmt: skip
-FAILED_STATES = frozenset(
+# SLURM's job states, by what they mean for a shard.
+_PENDING_STATES = frozenset(
+    {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RESV_DEL_HOLD"}
+)
+_RUNNING_STATES = frozenset(
+    {"RUNNING", "COMPLETING", "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "SPECIAL_EXIT"}
+)
+_FAILED_STATES = frozenset(
     {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
      "DEADLINE", "REVOKED"}
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class ReducerResources:
-    time_min: int = 60
-    cpus_per_task: int = 1
-    mem_gb: float = 4.0
+def phase_of(state: str) -> str:
+    """SLURM's word for a job's state -> a :class:`JobState` phase."""
+    if state in _PENDING_STATES:
+        return PENDING
+    if state in _RUNNING_STATES:
+        return RUNNING
+    if state == "COMPLETED":
+        return COMPLETED
+    if state in _FAILED_STATES:
+        return FAILED
+    return UNKNOWN
 
 
-@dataclass(frozen=True)
-class ClusterSettings:
-    """Where and how a run's jobs are submitted (``conf/cluster/*.yaml``)."""
+class SlurmBackend:
+    name: ClassVar[str] = "slurm"
+    keeps_jobs: ClassVar[bool] = True
 
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    time_min: int = 240
-    cpus_per_task: int = 1
-    mem_gb: float = 2.0
-    array_parallelism: int = 64
-    signal_delay_s: int = 120
-    max_requeues: int = 3
-    job_name: str = "nel"
-    python: str | None = None
-    setup: list[str] = field(default_factory=list)
-    additional: dict[str, Any] = field(default_factory=dict)
-    reducer: ReducerResources = field(default_factory=ReducerResources)
-
-    def validate(self) -> ClusterSettings:
-        for name in ("time_min", "cpus_per_task", "array_parallelism"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"cluster.{name} must be >= 1, got {getattr(self, name)!r}")
-        if self.mem_gb <= 0 or self.reducer.mem_gb <= 0:
-            raise ConfigError("cluster.mem_gb and cluster.reducer.mem_gb must be > 0")
-        if self.signal_delay_s < 0 or self.max_requeues < 0:
-            raise ConfigError("cluster.signal_delay_s and cluster.max_requeues must be >= 0")
-        if self.signal_delay_s >= self.time_min * 60:
-            raise ConfigError(
-                f"cluster.signal_delay_s ({self.signal_delay_s}) must be shorter than cluster.time_min "
-                f"({self.time_min} min), or every task would checkpoint as soon as it starts"
+    def check(self) -> None:
+        missing = [tool for tool in ("sbatch", "squeue", "scontrol") if shutil.which(tool) is None]
+        if missing:
+            raise SlurmError(
+                f"SLURM is not available here ({', '.join(missing)} not on PATH). Submit from a login node, "
+                "or run locally with hydra/launcher=basic (nel resume --local)"
             )
-        clash = sorted(set(self.additional) & _MANAGED_SBATCH_OPTIONS)
-        if clash:
-            raise ConfigError(
-                f"cluster.additional sets {', '.join(clash)}, which nel manages itself; "
-                "use the cluster.* keys (time_min, cpus_per_task, mem_gb, partition, ...) instead"
+
+    def describe(self, request: ShardRequest) -> str:
+        """The submission as the equivalent sbatch options."""
+        spec, settings, shards = request.spec, request.settings, request.shards
+
+        def flags(options: dict[str, Any]) -> str:
+            return " ".join(f"--{k}" if v is True else f"--{k}={v}" for k, v in options.items())
+
+        throttle = min(settings.array_parallelism, max(len(shards), 1))
+        lines = [
+            f"run dir:  {request.run_dir}",
+            f"bench:    {spec.bench}   model: {spec.model.model_id} @ {spec.model.url}   repeats: {spec.repeats}",
+            f"config:   {spec.config_hash()}   api key from: ${spec.model.api_key_env} (read on the compute node)",
+        ]
+        if shards:
+            lines.append(
+                f"array:    {len(shards)} task(s) for shard(s) {ranges(shards)} of {request.total_shards}: "
+                f"sbatch --array=0-{len(shards) - 1}%{throttle} {flags(sbatch_options(settings))}"
             )
-        return self
+        else:
+            lines.append("array:    none (every shard is done)")
+        dependency = " --dependency=afterany:<array job>" if shards else ""
+        lines.append(f"reducer:  sbatch{dependency} {flags(sbatch_options(settings, reducer=True))}")
+        if settings.setup:
+            lines.append("setup:    " + "; ".join(settings.setup))
+        return "\n".join(lines)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def submit(self, request: ShardRequest, out: TextIO) -> Submission:
+        """``request.shards`` as one array job and a reducer that runs after it (``afterany``)."""
+        self.check()
+        run_dir = Path(request.run_dir).resolve()
+        settings = request.settings
+        bench = _slug(request.spec.bench.split("://", 1)[-1])
+        array_job: str | None = None
+        tasks: list[str] = []
+        try:
+            if request.shards:
+                executor = _executor(run_dir, settings, name=f"{settings.job_name}-{bench}")
+                executor.update_parameters(slurm_array_parallelism=settings.array_parallelism)
+                task = ShardTask(request.spec.to_dict(), request.total_shards)
+                jobs = executor.map_array(task, list(request.shards))
+                tasks = [str(job.job_id) for job in jobs]
+                array_job = tasks[0].split("_", 1)[0]
+            executor = _executor(run_dir, settings, name=f"{settings.job_name}-{bench}-reduce", reducer=True)
+            if array_job is not None:
+                executor.update_parameters(slurm_dependency=f"afterany:{array_job}")
+            reducer = executor.submit(ReduceTask(str(run_dir), request.allow_partial))
+        except (subprocess.CalledProcessError, OSError, ValueError) as exc:
+            detail = getattr(exc, "stderr", None) or getattr(exc, "output", None) or exc
+            if isinstance(detail, bytes):
+                detail = detail.decode(errors="replace")
+            raise SlurmError(f"submitting run {run_dir} failed: {str(detail).strip()}") from exc
+        return Submission(
+            array_job,
+            list(request.shards),
+            tasks,
+            str(reducer.job_id),
+            request.total_shards,
+            utcnow(),
+            self.name,
+        )
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ClusterSettings:
-        data = dict(data)
-        reducer_raw = data.pop("reducer", None) or {}
-        reject_unknown_keys(ReducerResources, reducer_raw, "cluster.reducer")
-        reject_unknown_keys(cls, data, "cluster")
-        data["setup"] = list(data.get("setup") or [])
-        data["additional"] = dict(data.get("additional") or {})
-        return cls(reducer=ReducerResources(**reducer_raw), **data).validate()
+    def states(self, job_ids: Iterable[str]) -> dict[str, JobState]:
+        return {job: JobState(phase_of(state), state) for job, state in job_states(job_ids).items()}
 
+    def cancel(self, job_ids: Iterable[str]) -> None:
+        ids = [str(j) for j in job_ids if j]
+        if ids:
+            _run(["scancel", *ids])
 
-# sbatch options nel sets from ClusterSettings (or submitit sets); not overridable via `additional`.
-_MANAGED_SBATCH_OPTIONS = frozenset(
-    {"array", "dependency", "time", "cpus_per_task", "mem", "partition", "account", "qos", "job_name",
-     "output", "error", "signal", "open_mode"}
-)  # fmt: skip
+    def log_tail(self, run_dir: Path, job: str) -> str:
+        return log_tail(run_dir, job)
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,35 +234,6 @@ class ReduceTask:
 # Submitting
 
 
-@dataclass(frozen=True)
-class Submission:
-    """One call of :func:`submit`: which shards went into which array job, and the reducer."""
-
-    array_job: str | None  # None: every shard was done, only the reducer was submitted
-    shards: list[int]  # array task i runs shard shards[i] ...
-    tasks: list[str]  # ... whose SLURM id is tasks[i] ("17_3"; a one-task "array" is a plain job "17")
-    reducer_job: str
-    total_shards: int
-    submitted_at: str
-
-    def task_of(self, shard_idx: int) -> str | None:
-        if shard_idx not in self.shards:
-            return None
-        return self.tasks[self.shards.index(shard_idx)]
-
-    def job_ids(self) -> list[str]:
-        return [j for j in (self.array_job, self.reducer_job) if j is not None]
-
-
-def require_slurm() -> None:
-    missing = [tool for tool in ("sbatch", "squeue", "scontrol") if shutil.which(tool) is None]
-    if missing:
-        raise SlurmError(
-            f"SLURM is not available here ({', '.join(missing)} not on PATH). Submit from a login node, "
-            "or run locally with hydra/launcher=basic (nel resume --local)"
-        )
-
-
 def sbatch_options(settings: ClusterSettings, *, reducer: bool = False) -> dict[str, Any]:
     """The sbatch options of the shard array (or the reducer), as ``--key=value`` pairs.
 
@@ -241,44 +252,6 @@ def sbatch_options(settings: ClusterSettings, *, reducer: bool = False) -> dict[
     }
     options.update({key.replace("_", "-"): value for key, value in settings.additional.items()})
     return {key: value for key, value in options.items() if value is not None}
-
-
-def submit(
-    run_dir: Path,
-    spec: RunSpec,
-    *,
-    total_shards: int,
-    shards: Sequence[int],
-    settings: ClusterSettings,
-    allow_partial: bool = False,
-) -> Submission:
-    """Submit ``shards`` as one array job and a reducer that runs after it (``afterany``)."""
-    require_slurm()
-
-    run_dir = Path(run_dir).resolve()
-    spec_dict = spec.to_dict()
-    bench = _slug(spec.bench.split("://", 1)[-1])
-    array_job: str | None = None
-    tasks: list[str] = []
-    try:
-        if shards:
-            executor = _executor(run_dir, settings, name=f"{settings.job_name}-{bench}")
-            executor.update_parameters(slurm_array_parallelism=settings.array_parallelism)
-            jobs = executor.map_array(ShardTask(spec_dict, total_shards), list(shards))
-            tasks = [str(job.job_id) for job in jobs]
-            array_job = tasks[0].split("_", 1)[0]
-        executor = _executor(run_dir, settings, name=f"{settings.job_name}-{bench}-reduce", reducer=True)
-        if array_job is not None:
-            executor.update_parameters(slurm_dependency=f"afterany:{array_job}")
-        reducer = executor.submit(ReduceTask(str(run_dir), allow_partial))
-    except (subprocess.CalledProcessError, OSError, ValueError) as exc:
-        detail = getattr(exc, "stderr", None) or getattr(exc, "output", None) or exc
-        if isinstance(detail, bytes):
-            detail = detail.decode(errors="replace")
-        raise SlurmError(f"submitting run {run_dir} failed: {str(detail).strip()}") from exc
-    submission = Submission(array_job, list(shards), tasks, str(reducer.job_id), total_shards, utcnow())
-    record_submission(run_dir, submission)
-    return submission
 
 
 def _executor(run_dir: Path, settings: ClusterSettings, *, name: str, reducer: bool = False) -> Any:
@@ -311,43 +284,7 @@ def _slug(text: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# The run's record of its submissions
-
-
-def record_submission(run_dir: Path, submission: Submission) -> None:
-    entries = [dataclasses.asdict(s) for s in read_submissions(run_dir)]
-    entries.append(dataclasses.asdict(submission))
-    write_json_atomic(RunDir(run_dir).submissions, entries)
-
-
-def read_submissions(run_dir: Path) -> list[Submission]:
-    path = RunDir(run_dir).submissions
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        return []
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"cannot read {path}: {exc}") from exc
-    try:
-        return [Submission(**entry) for entry in raw]
-    except TypeError as exc:
-        raise StoreError(f"{path} is not a nel submissions file: {exc}") from exc
-
-
-def write_launch_record(run_dir: Path, record: dict[str, Any]) -> None:
-    """The launcher's settings (cluster, shards, overrides), so `nel resume` can reuse them."""
-    write_json_atomic(RunDir(run_dir).launch_record, record)
-
-
-def read_launch_record(run_dir: Path) -> dict[str, Any] | None:
-    path = RunDir(run_dir).launch_record
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"cannot read {path}: {exc}") from exc
-    return data if isinstance(data, dict) else None
+# Logs
 
 
 def log_paths(run_dir: Path, job: str) -> tuple[Path, Path]:
@@ -380,7 +317,7 @@ def log_tail(run_dir: Path, job: str, lines: int = 12) -> str:
 
 
 def job_states(job_ids: Iterable[str]) -> dict[str, str]:
-    """State of every job and array task of ``job_ids``: {"17_3": "RUNNING", "18": "PENDING"}.
+    """SLURM's state of every job and array task of ``job_ids``: {"17_3": "RUNNING", "18": "PENDING"}.
 
     squeue answers for live jobs; sacct for ended ones. A job neither knows (accounting
     off, or purged) is absent from the result.
@@ -416,12 +353,6 @@ def _expand_job_id(job: str) -> list[str]:
         if lo.isdigit():
             out.extend(f"{base}_{i}" for i in range(int(lo), int(hi or lo) + 1))
     return out
-
-
-def cancel(job_ids: Iterable[str]) -> None:
-    ids = [str(j) for j in job_ids if j]
-    if ids:
-        _run(["scancel", *ids])
 
 
 def _run(cmd: list[str], *, check: bool = True) -> str:
