@@ -163,7 +163,7 @@ def test_misspelt_options_get_a_suggestion() -> None:
         (["repeats=1,2"], "Ambiguous value for argument 'repeats=1,2'"),
         (["backend=slrum"], "unknown backend; did you mean 'slurm'?"),
         (["repeats=abc"], "could not be converted to Integer"),
-        (["repeats=0"], "repeats must be >= 1, got 0"),
+        (["repeats=0"], "repeats must be >= 1 and <= 10000, got 0"),
         (["model=openai_compatible"], "model.model_id is not set: add model.model_id=..."),
         (["model.url=ftp://x"], "must start with http://, https:// or local://"),
         (["shards.count=0"], "shards.count must be >= 1"),
