@@ -322,6 +322,9 @@ def execute(plan: LaunchPlan) -> int:
     from nel.cluster import report_step
     from nel.reconcile import Target, advance
 
+    warning = plan.spec.sampling_warning()
+    if warning:
+        print(f"nel: warning: {warning}", file=sys.stderr)
     target = Target(plan.spec, plan.total_shards, plan.settings, plan.allow_partial, plan.record())
     backend = get_backend(plan.backend)
     try:

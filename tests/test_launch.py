@@ -420,3 +420,19 @@ def test_launch_plan_record_has_no_secret_fields() -> None:
     record = json.dumps(plan.record())
     assert "OPENAI_API_KEY" not in record  # the record holds cluster settings only
     assert dataclasses.asdict(plan.settings) == plan.record()["cluster"]
+
+
+def test_both_entry_points_send_the_same_sampling(tmp_path: Path) -> None:
+    """`nel eval run` and `python -m nel.launch` build one RunSpec with one set of defaults, so the
+    same evaluation gets the same identity (run id) and the same request body either way."""
+    from nel.cli import _parser, _spec_from_args
+
+    url = "http://127.0.0.1:8000/v1"
+    plan = compose_plan(["bench=skills/gsm8k", f"output_root={tmp_path}", "model=openai_compatible",
+                         "model.model_id=m", f"model.url={url}"])  # fmt: skip
+    args = _parser().parse_args(["eval", "run", "--bench", "skills://gsm8k", "--model-url", url,
+                                 "--model-id", "m", "--output-dir", str(tmp_path / "cli")])  # fmt: skip
+    cli = _spec_from_args(args)
+    assert cli.model.sampling() == plan.spec.model.sampling() == {"temperature": 0.0}
+    ident_cli, ident_launch = cli.identity(), plan.spec.identity()
+    assert ident_cli["sampling"] == ident_launch["sampling"], (ident_cli, ident_launch)
