@@ -123,7 +123,7 @@ def test_composed_config_is_exactly_one_runspec() -> None:
     expected = RunSpec(
         bench="skills://aime24",
         model=ModelSpec(url="http://10.0.0.5:8000/v1", model_id="Qwen/Qwen3-8B", temperature=0.6, top_p=0.95,
-                        max_tokens=1024, extra_body={"chat_template_kwargs": {"enable_thinking": False}}),
+                        extra_body={"chat_template_kwargs": {"enable_thinking": False}}),
         output_dir="/tmp/some/run", repeats=8, max_problems=10, system_prompt="Be brief.",
     )  # fmt: skip
     assert plan.spec == expected
