@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import json
 import os
 import sys
 import typing
@@ -39,6 +38,7 @@ DELEGATED = {
     "status": ("nel.cluster", "status_main", "show each shard of a run: done, running, failed, missing"),
     "resume": ("nel.cluster", "resume_main", "resubmit the shards of a run that are not done, and a reducer"),
     "sweep": ("nel.sweep", "sweep_main", "submit what a sweep file lists and is not done yet (for cron)"),
+    "show": ("nel.summary", "show_main", "print the summary table of a reduced run"),
 }
 
 
@@ -243,7 +243,9 @@ def _cmd_eval_run(args: argparse.Namespace) -> int:
     print(f"shard {shard.idx + 1}/{shard.total}: {result.done}/{result.total} done "
           f"({result.already_done} from before), {result.failed} failed; run dir {result.run_dir}")  # fmt: skip
     if result.metrics is not None:
-        _print_headline(result.metrics)
+        from nel.summary import print_summary
+
+        print_summary(result.run_dir)
         print(f"metrics: {result.paths['metrics']}")
     if result.incomplete:
         print(f"nel: incomplete: {redact(result.incomplete, _secrets(sys.argv[1:]))}", file=sys.stderr)
@@ -265,27 +267,15 @@ def _check_output_dir(path: Path) -> None:
 
 def _cmd_reduce(args: argparse.Namespace) -> int:
     from nel.reduce import reduce_run
+    from nel.summary import print_summary
 
     result = reduce_run(Path(args.run_dir), allow_partial=args.allow_partial)
-    _print_headline(result.metrics)
+    print_summary(args.run_dir)
     print(f"wrote {', '.join(str(p) for p in result.paths.values())}")
     if not result.complete:
         print(f"nel: partial result: {result.problem_summary}", file=sys.stderr)
         return EXIT_INCOMPLETE
     return EXIT_OK
-
-
-def _print_headline(metrics: dict) -> None:
-    for bench, modes in metrics.items():
-        if not modes:
-            continue
-        last_k = max(int(m.split("@", 1)[1].split("[")[0]) for m in modes if m.startswith("pass@"))
-        for mode in (f"pass@1[avg-of-{last_k}]", f"majority@{last_k}", f"pass@{last_k}", "pass@1"):
-            if mode in modes:
-                values = {k: v for k, v in modes[mode].items() if not isinstance(v, (dict, list))}
-                values = {k: v for k, v in values.items() if not k.endswith("_std_err")}
-                print(f"{bench} {mode}: {json.dumps(values)}")
-                break
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

@@ -342,8 +342,10 @@ def _report(run: dict[str, Any], summary: str | None, metrics: dict | None, runt
                 shown = {k: v for k, v in values.items() if isinstance(v, (int, float)) and "_std_err" not in k}
                 lines.append(f"{bench} {mode}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items()))
     if runtime:
-        lines.append("runtime: " + json.dumps({k: runtime[k] for k in ("rows", "wall_seconds", "retries")}))
-        lines.append(f"latency_s: {runtime['latency_s']}")
+        lines.append(f"runtime: rows {runtime['rows']}, wall {runtime['wall_seconds']:.2f} s, retries {runtime['retries']}")
+        for label, key in (("model latency", "latency_s"), ("scoring time", "verify_time_s")):
+            parts = [f"{k} {v:.3f} s" if v >= 1 else f"{k} {v * 1000:.2f} ms" for k, v in runtime[key].items() if v is not None]
+            lines.append(f"{label}: {', '.join(parts) or '-'}")
         lines.append(f"error_kinds: {runtime['error_kinds']}  finish_reasons: {runtime['finish_reasons']}")
     return "\n".join(lines) + "\n"
 
