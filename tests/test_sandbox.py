@@ -763,7 +763,8 @@ print("EUID_VIA_SETUID", subprocess.run([sys.argv[1] if len(sys.argv) > 1 else {
 @needs_uid_drop
 def test_setuid_binaries_give_no_root_back() -> None:
     """A setuid-root copy of ``id`` would report euid 0 without nosuid and no_new_privs."""
-    holder = Path(tempfile.mkdtemp(prefix="nel-suid-", dir="/opt" if os.path.isdir("/opt") else "/srv"))
+    # Under /usr: the sandbox hides every top-level directory but the system ones.
+    holder = Path(tempfile.mkdtemp(prefix="nel-suid-", dir="/usr/local"))
     try:
         os.chmod(holder, 0o755)
         suid = holder / "id"
@@ -786,3 +787,19 @@ def test_setuid_binaries_give_no_root_back() -> None:
 def test_no_new_privs_in_plain_mode_too() -> None:
     result = run("print(open('/proc/self/status').read().split('NoNewPrivs:')[1].split()[0])", isolate=False)
     assert result.stdout.strip() == "1"
+
+
+def test_top_level_dirs_other_than_the_systems_are_hidden() -> None:
+    """Another venv or checkout on the machine (/work, /opt, /srv, ...) may ship a benchmark's
+    answers; the sandbox sees only the system directories of /."""
+    holder = Path(tempfile.mkdtemp(prefix="nel-answers-", dir="/srv" if os.path.isdir("/srv") else "/mnt"))
+    try:
+        (holder / "answers.txt").write_text("42")
+        os.chmod(holder, 0o755)
+        os.chmod(holder / "answers.txt", 0o644)
+        result = run(f"import os\nprint(os.path.exists({str(holder / 'answers.txt')!r}))")
+    finally:
+        (holder / "answers.txt").unlink()
+        holder.rmdir()
+    assert result.status == "ok", result.stderr
+    assert result.stdout.strip() == "False"

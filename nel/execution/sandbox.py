@@ -24,7 +24,9 @@ keys are not there to read). Resource limits (``RLIMIT_AS``, ``RLIMIT_CPU``, ``R
     - mounts an empty read-only tmpfs over the ``hide_paths`` (default: ``/root``, ``/home``,
       ``/tmp``, ``/var/tmp``, ``/run``, the parent's working directory, i.e. the project
       checkout with its ``.env`` files, nel's own ``sys.prefix`` (a venv's packages ship
-      benchmark data such as HumanEval's canonical solutions) and ``$NEL_DATA_DIR``): other
+      benchmark data such as HumanEval's canonical solutions), ``$NEL_DATA_DIR`` and every
+      top-level directory but the system ones (``SYSTEM_DIRS``: any other venv on the machine
+      may ship the answers too)): other
       runs' files, the answers and the host's unix sockets (database, munge, slurm, ...) are
       out of sight;
     - mounts a size-capped tmpfs at the run's temp dir path (so the disk cannot be filled) and
@@ -96,6 +98,10 @@ DEFAULT_MAX_PROCESSES = 32
 DEFAULT_MAX_FILE_MB = 64
 DEFAULT_WORKDIR_MB = 256
 DEFAULT_HIDE_PATHS = ("/root", "/home", "/tmp", "/var/tmp", "/run")
+# What the sandboxed interpreter needs of the root directory; every other top-level directory
+# (/work, /opt, /srv, /mnt, /var, ...) is hidden by default, because any venv or checkout on the
+# machine may ship a benchmark's answers (HumanEval's canonical solutions are in its package).
+SYSTEM_DIRS = frozenset({"usr", "lib", "lib32", "lib64", "libx32", "bin", "sbin", "etc", "dev", "proc", "sys"})
 
 STATUSES = ("ok", "error", "timeout", "memory", "killed")
 
@@ -424,6 +430,8 @@ def _hide_paths(requested: tuple[str, ...] | None, keep_visible: list[str]) -> l
         # Also where the answers are: nel's own environment (its packages ship benchmark data,
         # e.g. HumanEval's canonical solutions) and its data directory.
         paths += [os.getcwd(), sys.prefix, os.environ.get("NEL_DATA_DIR", "/")]
+        with contextlib.suppress(OSError):
+            paths += [os.path.join("/", name) for name in os.listdir("/") if name not in SYSTEM_DIRS]
     reals = []
     for path in paths:
         real = os.path.realpath(path)
