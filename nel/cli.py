@@ -39,6 +39,7 @@ DELEGATED = {
     "resume": ("nel.cluster", "resume_main", "resubmit the shards of a run that are not done, and a reducer"),
     "sweep": ("nel.sweep", "sweep_main", "submit what a sweep file lists and is not done yet (for cron)"),
     "show": ("nel.summary", "show_main", "print the summary table of a reduced run"),
+    "compare": ("nel.compare", "compare_main", "paired test of two runs on the same problems"),
 }
 
 
