@@ -248,7 +248,8 @@ def test_scancel_of_a_running_task_is_reported_by_status(
 
     wait_for(shard_1_started, "shard 1 to be running")
     subprocess.run(["scancel", submission.tasks[1]], check=True)
-    wait_for(lambda: run_status(run_dir).shards[1].state != "running", "status to notice the cancelled task")
+    # squeue drops the task before sacct records CANCELLED: wait for a settled state, not just "not running"
+    wait_for(lambda: run_status(run_dir).shards[1].state not in ("running", "pending"), "status to notice the cancelled task")
 
     shard = run_status(run_dir).shards[1]
     assert shard.job_state == "CANCELLED" and shard.job == submission.tasks[1]
