@@ -314,6 +314,9 @@ def _solved_fields(row: TrajectoryRow, solved: SolveResult) -> None:
         row.attempts = call.attempts
         row.model_latency_s = call.latency_s
         row.attempt_latencies_s = call.attempt_latencies_s
+        if call.tool_calls:
+            row.tool_calls = orjson.dumps(call.tool_calls).decode()
+        row.cached_calls = 1 if call.cached else 0
         return
     row.finish_reason = calls[-1].finish_reason if calls else None
     row.prompt_tokens = _sum(c.prompt_tokens for c in calls)
@@ -322,6 +325,9 @@ def _solved_fields(row: TrajectoryRow, solved: SolveResult) -> None:
     row.attempts = sum(c.attempts for c in calls)
     row.model_latency_s = sum(c.latency_s for c in calls)
     row.attempt_latencies_s = [lat for c in calls for lat in c.attempt_latencies_s]
+    tool_calls = [tc for c in calls for tc in c.tool_calls]
+    row.tool_calls = orjson.dumps(tool_calls).decode() if tool_calls else None
+    row.cached_calls = sum(c.cached for c in calls)
 
 
 def _failed_call(row: TrajectoryRow, exc: ModelCallError) -> None:

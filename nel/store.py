@@ -202,10 +202,12 @@ def read_part(path: Path, columns: Iterable[str] | None = None, *, dictionary: I
                 i = table.column_names.index(name)
                 table = table.set_column(i, name, table.column(i).dictionary_encode())
         return table
+    wanted = list(columns) if columns is not None else None
     try:
+        present = set(pq.read_schema(path).names)  # an older part may lack a newer column
         table = pq.read_table(
             path,
-            columns=list(columns) if columns is not None else None,
+            columns=[c for c in wanted if c in present] if wanted is not None else None,
             read_dictionary=list(dictionary) or None,
         )
     except (pa.ArrowException, OSError) as exc:
@@ -213,7 +215,7 @@ def read_part(path: Path, columns: Iterable[str] | None = None, *, dictionary: I
             f"cannot read part file {path}: {exc}. Move it aside (its rows will be redone) "
             "or delete it, then rerun"
         ) from exc
-    return conform(table, f"part file {path}")
+    return conform(table, f"part file {path}", wanted)
 
 
 def read_journal(path: Path) -> pa.Table:

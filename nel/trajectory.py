@@ -24,9 +24,10 @@ import pyarrow.compute as pc
 
 from nel.errors import StoreError
 
-SCHEMA_VERSION = 2
-"""1: the columns below. 2: the same columns; a part also records the run's data digest
-(``nel.data``) beside its run id, and a shard may hold journal segments."""
+SCHEMA_VERSION = 3
+"""1: the first columns. 2: the same columns; a part also records the run's data digest
+(``nel.data``) beside its run id, and a shard may hold journal segments. 3: adds
+``tool_calls`` and ``cached_calls`` (null in rows read from older files)."""
 
 VERSION_KEY = "nel.schema_version"
 TERMINAL_ERROR_KINDS = frozenset({"none", "context_length"})
@@ -58,6 +59,7 @@ class TrajectoryRow:
     expected_answer: str | None = _col(pa.string())
     response: str | None = _col(pa.string())
     reasoning_content: str | None = _col(pa.string())
+    tool_calls: str | None = _col(pa.string())
     extracted_answer: str | None = _col(pa.string())
     reward: float = _col(pa.float64(), 0.0)
     correct: bool = _col(pa.bool_(), False)
@@ -69,6 +71,7 @@ class TrajectoryRow:
     reasoning_tokens: int | None = _col(pa.int64())
     model_calls: int | None = _col(pa.int32())
     attempts: int | None = _col(pa.int32())
+    cached_calls: int | None = _col(pa.int32())
     model_latency_s: float | None = _col(pa.float64())
     attempt_latencies_s: list[float] | tuple[float, ...] | None = _col(pa.list_(pa.float64()))
     verify_time_s: float | None = _col(pa.float64())
@@ -129,17 +132,22 @@ def file_version(metadata: dict[bytes, bytes] | None, where: str) -> int:
         raise StoreError(f"{where} is not a nel trajectory file (no valid {VERSION_KEY} in its metadata)") from None
 
 
-def conform(table: pa.Table, where: str) -> pa.Table:
+def conform(table: pa.Table, where: str, columns: Sequence[str] | None = None) -> pa.Table:
     """``table`` (read from ``where``) in the current layout: older versions migrated, newer refused.
 
-    Only the columns present are touched, so a reader that asked for a few columns gets those.
+    ``columns`` are the ones the reader asked for (all when None): a column an older version
+    did not have is added as nulls, so tables of every version concatenate.
     """
     version = file_version(table.schema.metadata, where)
     check_version(version, where)
     while version < SCHEMA_VERSION:
         table = _MIGRATIONS[version](table)
         version += 1
-    return table
+    wanted = COLUMNS if columns is None else columns
+    for name in wanted:
+        if name not in table.column_names:
+            table = table.append_column(SCHEMA.field(name), pa.nulls(table.num_rows, SCHEMA.field(name).type))
+    return table.select(list(wanted)) if list(table.column_names) != list(wanted) else table
 
 
 def check_version(version: int, where: str) -> None:
@@ -156,10 +164,19 @@ def check_version(version: int, where: str) -> None:
 def _from_v1(table: pa.Table) -> pa.Table:
     """Version 1 → 2: the columns are the same; v1 parts carry no data digest, which readers
     treat as unknown (the data check is skipped for them, see nel.store.check_identity)."""
+    return _with_version(table, 2)
+
+
+def _from_v2(table: pa.Table) -> pa.Table:
+    """Version 2 → 3: ``tool_calls`` and ``cached_calls`` did not exist; `conform` adds them as nulls."""
+    return _with_version(table, 3)
+
+
+def _with_version(table: pa.Table, version: int) -> pa.Table:
     meta = dict(table.schema.metadata or {})
-    meta[VERSION_KEY.encode()] = b"2"
+    meta[VERSION_KEY.encode()] = str(version).encode()
     return table.replace_schema_metadata(meta)
 
 
-_MIGRATIONS: dict[int, Callable[[pa.Table], pa.Table]] = {1: _from_v1}
+_MIGRATIONS: dict[int, Callable[[pa.Table], pa.Table]] = {1: _from_v1, 2: _from_v2}
 """version N → N+1; a new version adds one entry here."""

@@ -74,6 +74,10 @@ class Completion:
     latency_s: float = 0.0
     attempt_latencies_s: tuple[float, ...] = ()
     attempts: int = 1
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    """The reply's ``tool_calls`` (OpenAI function-calling shape), as the server sent them."""
+    cached: bool = False
+    """Answered from the response cache: no request was sent."""
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,24 @@ def test_a_version_1_part_is_read_and_resumed_without_redoing_rows(tmp_path: Pat
     assert merged[b"nel.schema_version"] == str(SCHEMA_VERSION).encode()
 
 
+def test_a_version_2_part_without_the_new_columns_is_read_and_merged_with_new_rows(tmp_path: Path) -> None:
+    with ModelServer(answer_fn=answer_right_below(20)) as srv:
+        run(srv.base_url, tmp_path, max_problems=6)
+        (part,) = RunDir(tmp_path).row_files()
+        # What nel wrote before version 3 (no tool_calls, no cached_calls), holding 3 of the 6 rows.
+        old = pq.read_table(part).drop_columns(["tool_calls", "cached_calls"]).slice(0, 3)
+        meta = {**old.schema.metadata, b"nel.schema_version": b"2"}
+        pq.write_table(old.replace_schema_metadata(meta), part)
+        again = run(srv.base_url, tmp_path, max_problems=6)
+        assert srv.request_count == 9  # the old part's 3 rows kept, 3 redone
+    merged = pq.read_table(again.paths["trajectories"])
+    assert merged.schema.metadata[b"nel.schema_version"] == str(SCHEMA_VERSION).encode()
+    assert merged.column_names == list(COLUMNS)
+    by_idx = dict(zip(merged.column("problem_idx").to_pylist(), merged.column("cached_calls").to_pylist()))
+    assert by_idx == {0: None, 1: None, 2: None, 3: 0, 4: 0, 5: 0}
+    assert read_part(part, ["problem_idx", "tool_calls"]).column_names == ["problem_idx", "tool_calls"]
+
+
 def test_a_newer_version_is_refused_naming_the_file_and_both_versions(tmp_path: Path) -> None:
     with ModelServer() as srv:
         run(srv.base_url, tmp_path, max_problems=2)
