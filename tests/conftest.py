@@ -46,3 +46,16 @@ def gsm8k_data_dir(tmp_path_factory: pytest.TempPathFactory, sources_mirror: str
     data_dir = tmp_path_factory.mktemp("data")
     prepare(get_benchmark("gsm8k"), data_dir, mirror=sources_mirror, show_progress=False)
     return data_dir
+
+
+@pytest.fixture(scope="module")
+def fixture_mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """An empty folder served over real HTTP on 127.0.0.1 (a module's tests put upstream-format
+    files in it as ``<benchmark>/<file>``) and its URL, for ``--mirror`` / ``NEL_DATA_MIRROR``."""
+    root = tmp_path_factory.mktemp("mirror")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

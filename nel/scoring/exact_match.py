@@ -1,10 +1,15 @@
 """TriviaQA / SQuAD-style normalized exact match against one or several accepted answers.
 
-Normalization (TriviaQA's recipe): Unicode NFKC, lower case, every punctuation mark or symbol
-(ASCII and Unicode, underscore included) replaced by a space, the articles *a*, *an*, *the*
-dropped, whitespace collapsed. A chat response is
-first cut down to the answer it states (``\\boxed{...}``, an ``Answer:`` / ``The answer is``
-line), falling back to the whole response.
+The definition is TriviaQA's official evaluation (``evaluation/triviaqa_evaluation.py`` of
+mandarjoshi90/triviaqa, itself SQuAD v1.1's): a prediction is correct when its normalized form
+equals the normalized form of any accepted answer. Normalization: lower case, punctuation
+replaced by a space (not deleted: ``O'Neil`` -> ``o neil`` on both sides), the articles *a*,
+*an*, *the* dropped, whitespace collapsed. On ASCII text nel's normalization is the official one
+character for character; nel also applies Unicode NFKC and turns every Unicode punctuation mark
+or symbol into a space (the official script: only ASCII punctuation and four quote marks), so
+a curly-quoted or dash-joined answer matches too, and every match the official script counts,
+nel counts. A chat response is first cut down to the answer it states (``\\boxed{...}``, an
+``Answer:`` / ``The answer is`` line), falling back to the whole response.
 """
 
 from __future__ import annotations
@@ -32,11 +37,16 @@ def _is_punct(ch: str) -> bool:
     return ch in _ASCII_PUNCT or unicodedata.category(ch)[0] in ("P", "S")
 
 
+def _punct_to_space(text: str) -> str:
+    return "".join(" " if _is_punct(ch) else ch for ch in text)
+
+
 def normalize_answer(text: str) -> str:
     """Lower-case, punctuation to spaces, drop articles, collapse whitespace."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    # As TriviaQA does: punctuation becomes a space ("O'Neil" -> "o neil" on both sides).
-    text = "".join(" " if _is_punct(ch) else ch for ch in text)
+    # As TriviaQA does: punctuation becomes a space ("O'Neil" -> "o neil" on both sides). Before
+    # NFKC too, which would turn an acute accent (official punctuation) into a combining mark.
+    text = _punct_to_space(text.lower())
+    text = _punct_to_space(unicodedata.normalize("NFKC", text).lower())
     text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
 

@@ -111,6 +111,18 @@ _ENTRIES: tuple[Benchmark, ...] = (
     _mcq("mmlu-pro", "MMLU-Pro", "eval/aai/mcq-10choices", "test", 12032,
          Source(f"{_HF}/TIGER-Lab/MMLU-Pro/resolve/main/data/test-00000-of-00001.parquet", "mmlu-pro/test.parquet"),
          cv.mmlu_pro_rows),
+    # --- knowledge: not in NeMo-Skills; its multichoice layout and prompt, and exact match over aliases
+    _mcq("arc-challenge", "ARC-Challenge", "eval/aai/mcq-10choices", "test", 1172,
+         Source(_hf_parquet("allenai/ai2_arc", "ARC-Challenge", "test"), "arc-challenge/test.parquet"),
+         cv.arc_rows),
+    Benchmark(
+        name="triviaqa", title="TriviaQA (rc.nocontext)", metrics_type="exact_match",
+        prompt_config="generic/general-boxed", eval_split="validation", num_problems=17944,
+        required_fields=("problem", "expected_answer"),
+        sources=(Source(_hf_parquet("mandarjoshi/trivia_qa", "rc.nocontext", "validation"),
+                        "triviaqa/validation.parquet"),),
+        convert=cv.triviaqa_rows,
+    ),
     Benchmark(
         name="hle", title="Humanity's Last Exam (text)", metrics_type="hle", prompt_config="generic/hle",
         eval_split="text", required_fields=("problem", "expected_answer"), judge_prompt_config="judge/hle",

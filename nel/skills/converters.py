@@ -275,3 +275,58 @@ def concat_rows(paths: list[Path]) -> Iterator[Row]:
     """SciCode ``test_aai``: dev then test, unchanged."""
     for path in paths:
         yield from read_jsonl(path)
+
+
+# ------------------------------------------------------------------------------ knowledge (not in NeMo-Skills)
+
+
+def _arc_letters(labels: Sequence[str], where: str) -> None:
+    """ARC labels its options ``A``.. or, on some rows, ``1``..; either way in order."""
+    count = len(labels)
+    if not 2 <= count <= 10 or list(labels) not in (
+        [chr(ord("A") + i) for i in range(count)],
+        [str(i + 1) for i in range(count)],
+    ):
+        raise DataError(f"{where}: option labels {list(labels)} are neither A, B, C, ... nor 1, 2, 3, ...")
+
+
+def arc_rows(paths: list[Path]) -> Iterator[Row]:
+    """AI2 ARC (``allenai/ai2_arc``): ``question``, ``choices.{text,label}``, ``answerKey``.
+
+    NeMo-Skills has no ARC; rows take its multiple-choice layout (``get_mcq_fields``: options
+    lettered A, B, ... by position). Rows labelled ``1``..``4`` are relabelled ``A``..``D``,
+    and the answer key with them; ``answer_key`` keeps the upstream label.
+    """
+    for index, row in enumerate(read_parquet(paths[0])):
+        where = f"{paths[0]} row {index} (id {row.get('id')!r})"
+        labels, texts = row["choices"]["label"], row["choices"]["text"]
+        _arc_letters(labels, where)
+        if len(texts) != len(labels) or row["answerKey"] not in labels:
+            raise DataError(f"{where}: answerKey {row['answerKey']!r} is not one of the labels {list(labels)}")
+        yield {
+            "id": row["id"],
+            "expected_answer": chr(ord("A") + list(labels).index(row["answerKey"])),
+            "answer_key": row["answerKey"],
+            **mcq_fields(row["question"], texts),
+        }
+
+
+def triviaqa_rows(paths: list[Path]) -> Iterator[Row]:
+    """TriviaQA ``rc.nocontext`` (``mandarjoshi/trivia_qa``): the question and every accepted answer.
+
+    ``expected_answer`` is the list of the upstream ``answer.aliases`` then
+    ``answer.normalized_aliases`` (duplicates dropped, order kept): the ``exact_match`` scorer
+    accepts a response that matches any of them, so the accepted answers live in this one field.
+    """
+    for index, row in enumerate(read_parquet(paths[0])):
+        answer = row["answer"]
+        accepted = list(dict.fromkeys([*answer["aliases"], *answer["normalized_aliases"]]))
+        if not accepted:
+            raise DataError(f"{paths[0]} row {index} (question_id {row.get('question_id')!r}) has no answer aliases")
+        yield {
+            "question_id": row["question_id"],
+            "question_source": row.get("question_source"),
+            "problem": row["question"],
+            "expected_answer": accepted,
+            "answer_value": answer.get("value"),
+        }

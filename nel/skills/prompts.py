@@ -45,6 +45,9 @@ The solution should be in the following format:
 # Your code here
 ```"""
     ),
+    "generic/general-boxed": PromptConfig(
+        user="Solve the following problem. Make sure to put the answer (and only answer) inside \\boxed{{}}.\n\n{examples}{problem}"
+    ),
     "eval/livecodebench/python_codegen": PromptConfig(
         user="Here is a problem for which you need to generate an executable code in python programming language.\n\n{question}"
     ),

@@ -1,7 +1,9 @@
-"""``exact_match`` (TriviaQA-style): normalized match against any accepted answer.
+"""``exact_match`` (TriviaQA): normalized match against any accepted answer.
 
-No NeMo-Skills benchmark in the catalog has this METRICS_TYPE; it serves rows whose
-``expected_answer`` is a string or a list of accepted strings.
+No NeMo-Skills benchmark has this METRICS_TYPE. A row's ``expected_answer`` is one string or
+the list of every accepted string (TriviaQA: its aliases and normalized aliases, as the
+converter writes them): that one field is all the scorer reads, and the trajectory keeps it
+(a list as JSON) beside the answer the response was reduced to and the alias it matched.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ from nel.types import VerifyResult
 class ExactMatchRowScorer(InlineScorer):
     async def score(self, response: str, row: Row, *, where: str) -> VerifyResult:
         expected = row.get("expected_answer")
-        if not isinstance(expected, (str, list)):
-            raise ScoringError(f"{where}: expected_answer must be a string or a list, got {expected!r}")
-        return score_exact_match(response, expected)
+        accepted = [expected] if isinstance(expected, str) else expected
+        if not isinstance(accepted, list) or not accepted or not all(isinstance(a, str) for a in accepted):
+            raise ScoringError(
+                f"{where}: expected_answer must be a string or a non-empty list of strings, got {expected!r}"
+            )
+        return score_exact_match(response, accepted)
 
 
 EXACT_MATCH = ScoringType(name="exact_match", score_names=("correct",), scorer=ExactMatchRowScorer)
