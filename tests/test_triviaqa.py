@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from nel.cli import EXIT_OK, main
-from nel.errors import ScoringError
+from nel.errors import DataError, ScoringError
 from nel.scoring.exact_match import normalize_answer, score_exact_match
 from nel.skills.catalog import get_benchmark
 from nel.skills.converters import triviaqa_rows
@@ -190,3 +190,10 @@ def test_malformed_expected_answer_is_a_scoring_error(expected: Any):
     scorer = scoring_type("exact_match").make_scorer(ScoringOptions(benchmark="triviaqa", metrics_type="exact_match"))
     with pytest.raises(ScoringError, match="row 9 of f.jsonl: expected_answer must be a string or a non-empty list"):
         asyncio.run(scorer.score("\\boxed{Paris}", {"expected_answer": expected}, where="row 9 of f.jsonl"))
+
+
+def test_a_file_without_the_answer_column_names_it(tmp_path: Path):
+    path = tmp_path / "validation.parquet"
+    pq.write_table(pa.table({"question": ["Q?"], "question_id": ["q1"]}), path)
+    with pytest.raises(DataError, match=r"validation\.parquet: no column question_source, answer \(it has question, "):
+        list(triviaqa_rows([path]))

@@ -32,13 +32,18 @@ Row = dict[str, Any]
 # ------------------------------------------------------------------------------ readers
 
 
-def read_parquet(path: Path) -> list[Row]:
+def read_parquet(path: Path, columns: Sequence[str] | None = None) -> list[Row]:
+    """Rows of a Parquet file; ``columns`` (all when None) skips what a converter never reads."""
     import pyarrow.parquet as pq
 
     try:
-        return list(pq.read_table(path).to_pylist())
+        names = pq.read_schema(path).names
+        missing = [c for c in columns or () if c not in names]
+        if not missing:
+            return list(pq.read_table(path, columns=list(columns) if columns else None).to_pylist())
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
         raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
+    raise DataError(f"{path}: no column {', '.join(missing)} (it has {', '.join(names)})")
 
 
 def read_csv(path: Path) -> list[Row]:
@@ -318,7 +323,7 @@ def triviaqa_rows(paths: list[Path]) -> Iterator[Row]:
     ``answer.normalized_aliases`` (duplicates dropped, order kept): the ``exact_match`` scorer
     accepts a response that matches any of them, so the accepted answers live in this one field.
     """
-    for index, row in enumerate(read_parquet(paths[0])):
+    for index, row in enumerate(read_parquet(paths[0], ("question", "question_id", "question_source", "answer"))):
         answer = row["answer"]
         accepted = list(dict.fromkeys([*answer["aliases"], *answer["normalized_aliases"]]))
         if not accepted:
