@@ -197,3 +197,8 @@ def test_a_file_without_the_answer_column_names_it(tmp_path: Path):
     pq.write_table(pa.table({"question": ["Q?"], "question_id": ["q1"]}), path)
     with pytest.raises(DataError, match=r"validation\.parquet: no column question_source, answer \(it has question, "):
         list(triviaqa_rows([path]))
+
+
+def test_an_answer_that_normalizes_to_nothing_never_matches():
+    assert official_normalize("The The") == official_normalize("the") == ""
+    assert score_exact_match("\\boxed{the}", ["The The"]).reward == 0.0

@@ -8,7 +8,8 @@ replaced by a space (not deleted: ``O'Neil`` -> ``o neil`` on both sides), the a
 character for character; nel also applies Unicode NFKC and turns every Unicode punctuation mark
 or symbol into a space (the official script: only ASCII punctuation and four quote marks), so
 a curly-quoted or dash-joined answer matches too, and every match the official script counts,
-nel counts. A chat response is first cut down to the answer it states (``\\boxed{...}``, an
+nel counts, but one: an answer that normalizes to nothing never matches (the official script lets
+``the`` match an alias such as ``The The``). A chat response is first cut down to the answer it states (``\\boxed{...}``, an
 ``Answer:`` / ``The answer is`` line), falling back to the whole response.
 """
 
