@@ -324,8 +324,10 @@ def _write_merged(sources: list[Path], picked: pa.Table, target: Path, meta: dic
                     table = table.take(pa.array(take))
                 writer.write_table(table.cast(schema))
         tmp.replace(target)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(target)  # pyarrow's write errors name no file; the one-line error must
         raise
 
 

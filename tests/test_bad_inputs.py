@@ -347,10 +347,11 @@ def test_disk_full_at_start(gsm8k_data_dir: Path, tmp_path: Path) -> None:
 
 
 def test_disk_full_mid_run_keeps_finished_rows(gsm8k_data_dir: Path, tmp_path: Path) -> None:
-    with tmpfs(tmp_path / "full", "size=2m") as mount, ModelServer() as srv:
+    # 400 one-row parts (~10 kB each) and the merged file need ~5 MB once the filler is gone.
+    with tmpfs(tmp_path / "full", "size=12m") as mount, ModelServer() as srv:
         args = run_args(mount / "run", "--max-problems", "400", "--concurrency", "1", "--flush-rows", "1",
                         url=srv.base_url, data_dir=gsm8k_data_dir)  # fmt: skip
-        _fill(mount, 120_000)  # room for run.json and some one-row parts (~10 kB each), not for 400
+        _fill(mount, 120_000)  # room for run.json and some one-row parts, not for 400
         done = nel(*args)
         one_error_line(done, ENV, r"No space left on device; free space on that file system, then rerun")
         kept = rows_of(mount / "run")
