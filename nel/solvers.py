@@ -7,7 +7,8 @@ the same loop; every call goes through `ModelClient` and is returned in
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import hashlib
+from typing import Any, Protocol, runtime_checkable
 
 from nel.client import ModelClient
 from nel.types import Message, SolveResult, Task
@@ -50,16 +51,41 @@ class ChatSolver:
             head = ({"role": "system", "content": self.system_prompt},)
         return (*head, {"role": "user", "content": seed.prompt})
 
+    def sample_overrides(self, task: Task) -> dict[str, Any]:
+        """Body parameters of this one sample: its own ``seed`` when the run has one, so the
+        repeats of a problem are distinct samples, each reproducible (`sample_seed`)."""
+        seed = self.client.sampling.get("seed")
+        if isinstance(seed, int) and not isinstance(seed, bool):
+            return {"seed": sample_seed(seed, task.problem_idx, task.repeat)}
+        return {}
+
     async def aclose(self) -> None:
         """Release pooled connections; the client reconnects if it is used again."""
         await self.client.aclose()
 
     async def solve(self, task: Task) -> SolveResult:
         messages = self.build_messages(task)
-        completion = await self.client.chat(messages)
+        sample = (task.problem_idx, task.repeat)
+        completion = await self.client.chat(messages, sample=sample, **self.sample_overrides(task))
         return SolveResult(
             response=completion.content,
             messages=messages,
             calls=(completion,),
             reasoning_content=completion.reasoning_content,
         )
+
+
+SEED_MODULUS = 2**31
+"""Derived seeds stay in [0, 2**31): every server's seed type (vLLM, SGLang, OpenAI) holds them."""
+
+
+def sample_seed(run_seed: int, problem_idx: int, repeat: int) -> int:
+    """The request seed of sample (problem_idx, repeat) of a run with ``--seed run_seed``.
+
+    A per-problem base from a hash, plus the repeat: the repeats of one problem always get
+    distinct seeds (consecutive ones), and two runs with different ``--seed`` share no seeds
+    beyond chance, which ``run_seed + repeat`` would not give (--seed 1 and --seed 2 would
+    share every sample but one). docs/cli.md states the formula.
+    """
+    digest = hashlib.sha256(f"nel-seed:{run_seed}:{problem_idx}".encode()).digest()
+    return (int.from_bytes(digest[:8], "big") + repeat) % SEED_MODULUS

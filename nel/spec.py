@@ -114,6 +114,9 @@ class RunSpec:
     # requests in flight: N, "auto" or "auto:MAX" (nel.concurrency); None: DEFAULT_CONCURRENCY,
     # or the batch size of the server nel starts for a local:// model
     concurrency: int | str | None = None
+    # the response cache's directory (nel.cache); operational, so not part of the identity:
+    # a run with and without it is the same run
+    cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency is None:
