@@ -306,7 +306,9 @@ def _parse_completion(raw: bytes, started: float, attempt_latencies: list[float]
     choice = data["choices"][0]
     message = choice["message"]
     content = message.get("content")
-    if content is None and not message.get("tool_calls"):
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    # Reasoning but no content: out of tokens while thinking; nel.reasoning names it, no retry.
+    if content is None and not message.get("tool_calls") and not reasoning:
         # Not an empty answer to score as wrong: the model said nothing (often out of tokens while
         # reasoning), so the row is a failure that names it, and a rerun may retry it.
         raise ValueError(f"reply has no content (message.content is null, finish_reason {choice.get('finish_reason')!r})")
@@ -316,7 +318,7 @@ def _parse_completion(raw: bytes, started: float, attempt_latencies: list[float]
     details = usage.get("completion_tokens_details") or {}
     return Completion(
         content=content or "",
-        reasoning_content=message.get("reasoning_content") or message.get("reasoning"),
+        reasoning_content=reasoning,
         finish_reason=choice.get("finish_reason"),
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"),

@@ -22,6 +22,7 @@ from nel.environments.base import EvalEnvironment
 from nel.environments.registry import resolve
 from nel.loop import EvalResult, run_evaluation
 from nel.progress import Reporter
+from nel.reasoning import parse_tags
 from nel.rundir import RunDir, RunInfo, open_run
 from nel.sharding import Shard
 from nel.solvers import ChatSolver
@@ -110,7 +111,7 @@ async def run_spec(
             await env.seed(0)
         return await run_evaluation(
             env,
-            ChatSolver(client),
+            ChatSolver(client, reasoning_tags=parse_tags(spec.reasoning_tags)),
             n_repeats=spec.repeats,
             max_problems=spec.max_problems,
             output_dir=spec.output_dir,

@@ -11,6 +11,7 @@ import hashlib
 from typing import Any, Protocol, runtime_checkable
 
 from nel.client import ModelClient
+from nel.reasoning import THINK, ReasoningTags, split_reasoning, unfinished_message
 from nel.types import Message, SolveResult, Task
 
 
@@ -23,11 +24,20 @@ class Solver(Protocol):
 
 
 class ChatSolver:
-    """One chat completion per task: optional system prompt, then the seeded prompt."""
+    """One chat completion per task: optional system prompt, then the seeded prompt.
 
-    def __init__(self, client: ModelClient, system_prompt: str | None = None) -> None:
+    ``reasoning_tags`` (nel.reasoning) split inline thinking from the answer; None turns that off.
+    """
+
+    def __init__(
+        self,
+        client: ModelClient,
+        system_prompt: str | None = None,
+        reasoning_tags: ReasoningTags | None = THINK,
+    ) -> None:
         self.client = client
         self.system_prompt = system_prompt
+        self.reasoning_tags = reasoning_tags
 
     def describe(self) -> dict[str, object]:
         """What about this solver changes results (part of the run's identity)."""
@@ -36,6 +46,8 @@ class ChatSolver:
             "model_id": self.client.model,
             "sampling": self.client.sampling,
             "system_prompt": self.system_prompt,
+            **({} if self.reasoning_tags == THINK else
+               {"reasoning_tags": self.reasoning_tags and [self.reasoning_tags.open, self.reasoning_tags.close]}),
         }
 
     def build_messages(self, task: Task) -> tuple[Message, ...]:
@@ -67,11 +79,13 @@ class ChatSolver:
         messages = self.build_messages(task)
         sample = (task.problem_idx, task.repeat)
         completion = await self.client.chat(messages, sample=sample, **self.sample_overrides(task))
+        split = split_reasoning(completion, self.reasoning_tags)
         return SolveResult(
-            response=completion.content,
+            response=split.answer,
             messages=messages,
             calls=(completion,),
-            reasoning_content=completion.reasoning_content,
+            reasoning_content=split.reasoning,
+            unfinished_reasoning=unfinished_message(completion, self.reasoning_tags) if split.unfinished else None,
         )
 
 
