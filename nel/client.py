@@ -309,8 +309,8 @@ def _parse_completion(raw: bytes, started: float, attempt_latencies: list[float]
     reasoning = message.get("reasoning_content") or message.get("reasoning")
     # Reasoning but no content: out of tokens while thinking; nel.reasoning names it, no retry.
     if content is None and not message.get("tool_calls") and not reasoning:
-        # Not an empty answer to score as wrong: the model said nothing (often out of tokens while
-        # reasoning), so the row is a failure that names it, and a rerun may retry it.
+        # Not an empty answer to score as wrong: the model said nothing (and sent no reasoning that
+        # would explain it), so the row is a failure that names it, and a rerun may retry it.
         raise ValueError(f"reply has no content (message.content is null, finish_reason {choice.get('finish_reason')!r})")
     if content is not None and not isinstance(content, str):
         raise TypeError(f"message.content is {type(content).__name__}, not a string")

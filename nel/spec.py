@@ -160,8 +160,9 @@ class RunSpec:
         }
         if self.judge is not None:
             ident["judge"] = {"model_id": self.judge.model_id, "sampling": self.judge.sampling()}
-        if parse_tags(self.reasoning_tags) != parse_tags(DEFAULT_REASONING_TAGS):  # older run ids stay valid
-            ident["reasoning_tags"] = self.reasoning_tags
+        tags = parse_tags(self.reasoning_tags)
+        if tags != parse_tags(DEFAULT_REASONING_TAGS):  # only then: the run ids of earlier runs stay valid
+            ident["reasoning_tags"] = "none" if tags is None else f"{tags.open},{tags.close}"
         return ident
 
     def config_hash(self) -> str:

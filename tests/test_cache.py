@@ -135,3 +135,15 @@ def test_two_processes_writing_one_cache_at_once_leave_only_whole_entries(gsm8k_
     a, b = rows(tmp_path / "a"), rows(tmp_path / "b")
     assert max(a.started_at.min(), b.started_at.min()) < min(a.finished_at.max(), b.finished_at.max())  # at once
     pd.testing.assert_frame_equal(a[SAME], rows(tmp_path / "c")[SAME])
+
+
+def test_a_cache_dir_that_is_a_file_is_one_line_before_any_work(gsm8k_data_dir: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    taken = tmp_path / "cache"
+    taken.write_text("")
+    with ModelServer() as srv:
+        assert main(run_args(srv, gsm8k_data_dir, tmp_path / "run", "--cache-dir", str(taken))) == 2
+        assert srv.request_count == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--cache-dir {taken} is a file" in err
+    assert not (tmp_path / "run" / "run.json").exists()

@@ -101,3 +101,16 @@ def test_a_run_scores_answers_only_and_counts_unfinished_reasoning(gsm8k_data_di
     assert off.loc[0, "response"].startswith("<think>")  # tags off: the content is the answer, as sent
     assert off.loc[2, "error_kind"] == "none" and off.loc[2, "correct"]  # the unclosed thinking was scored
     assert off.loc[3, "error_kind"] == "unfinished_reasoning"  # served reasoning needs no tags
+
+
+def test_the_launcher_config_takes_both_keys_and_only_custom_tags_change_the_run_id() -> None:
+    from nel.launch import compose_plan
+
+    base = ["bench=skills/gsm8k", "output_dir=/tmp/unused"]
+    default = compose_plan(base).spec
+    cached = compose_plan([*base, "cache_dir=/shared/nel-cache"]).spec
+    custom = compose_plan([*base, "reasoning_tags='<r>,</r>'"]).spec
+    assert default.reasoning_tags == "<think>,</think>" and cached.cache_dir == "/shared/nel-cache"
+    assert cached.config_hash() == default.config_hash() != custom.config_hash()
+    with pytest.raises(ConfigError, match="reasoning_tags"):
+        compose_plan([*base, "reasoning_tags=oops"])
