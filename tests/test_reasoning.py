@@ -114,3 +114,13 @@ def test_the_launcher_config_takes_both_keys_and_only_custom_tags_change_the_run
     assert cached.config_hash() == default.config_hash() != custom.config_hash()
     with pytest.raises(ConfigError, match="reasoning_tags"):
         compose_plan([*base, "reasoning_tags=oops"])
+
+
+def test_compare_counts_a_row_without_an_answer_as_zero() -> None:
+    from nel.compare import _per_problem
+
+    table = {"problem_idx": [0, 0, 0, 0, 1], "expected_answer": ["4"] * 5, "subset": [None] * 5,
+             "scores": [[("symbolic_correct", 1.0)], None, [("symbolic_correct", 1.0)], None, None]}  # fmt: skip
+    scores, _, _ = _per_problem({"table": table, "run": {}})
+    assert scores[0]["symbolic_correct"] == [1.0, 1.0, 0.0, 0.0]  # two unfinished repeats: 50%, not 100%
+    assert scores[1]["symbolic_correct"] == [0.0]
