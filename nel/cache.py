@@ -79,9 +79,9 @@ class ResponseCache:
         return f"ResponseCache({str(self.root)!r})"
 
     @staticmethod
-    def key(route: str, body: dict[str, Any], sample: tuple[int, int] | None) -> CacheKey:
+    def key(route: str, body: dict[str, Any], sample: tuple[int, int]) -> CacheKey:
         request = orjson.dumps(
-            {"route": route, "body": body, "sample": list(sample) if sample is not None else None},
+            {"route": route, "body": body, "sample": list(sample)},
             option=orjson.OPT_SORT_KEYS,
         )
         return CacheKey(hashlib.sha256(request).hexdigest(), request)

@@ -172,7 +172,8 @@ class ModelClient:
         """Send one chat request, retrying transient failures; raise ModelCallError at the end.
 
         ``sample`` (problem_idx, repeat) is part of the response cache's key, so that repeats
-        sent without a seed are still distinct samples; it is never sent.
+        sent without a seed are still distinct samples; it is never sent. A call without it is
+        never cached.
         """
         body = {"model": self.model, "messages": list(messages), **self.sampling, **overrides}
         cache_key = self.cache_key("chat/completions", body, sample)
@@ -226,7 +227,9 @@ class ModelClient:
     # The response cache, for every route (chat, completions, ...): a method builds its body, asks
     # `from_cache` before its first attempt and hands `to_cache` the 200 body that parsed.
     def cache_key(self, route: str, body: dict[str, Any], sample: tuple[int, int] | None) -> CacheKey | None:
-        return None if self.cache is None else self.cache.key(route, body, sample)
+        """None (not cached) without a cache, or without a sample: repeats of one prompt sent
+        without their (problem_idx, repeat) would all be answered with the first one's reply."""
+        return None if self.cache is None or sample is None else self.cache.key(route, body, sample)
 
     async def from_cache(self, key: CacheKey, parse: Callable[[bytes, float, list[float]], Completion]) -> Completion | None:
         """The stored reply as a completion (``cached``, no attempts), or None on a miss.

@@ -147,3 +147,16 @@ def test_a_cache_dir_that_is_a_file_is_one_line_before_any_work(gsm8k_data_dir: 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"--cache-dir {taken} is a file" in err
     assert not (tmp_path / "run" / "run.json").exists()
+
+
+def test_a_call_without_its_sample_is_never_cached(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path / "cache")
+
+    async def twice(client: ModelClient) -> list[bool]:
+        got = [(await client.chat([{"role": "user", "content": "hi"}])).cached for _ in range(2)]
+        await client.aclose()
+        return got
+
+    with ModelServer() as srv:
+        assert asyncio.run(twice(ModelClient(srv.base_url, "m", "", cache=cache))) == [False, False]
+        assert srv.request_count == 2 and not entries(tmp_path / "cache")
