@@ -180,6 +180,9 @@ def _add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument("--progress", choices=("auto", "rich", "plain", "none"), default="auto")
     run.add_argument("--flush-rows", type=int, default=2000, help="write a Parquet part every N rows")
     run.add_argument("--flush-seconds", type=float, default=10.0, help="... or every S seconds")
+    run.add_argument("--reasoning-tags", help="inline reasoning tags kept out of the answer, OPEN,CLOSE "
+                     "(default '<think>,</think>'), or 'none'")
+    run.add_argument("--cache-dir", help="answer repeated requests from this response cache (shared by shards and runs)")
 
 
 def _spec_from_args(args: argparse.Namespace) -> RunSpec:
@@ -212,6 +215,8 @@ def _spec_from_args(args: argparse.Namespace) -> RunSpec:
         skills_backend=args.skills_backend,
         judge=judge,
         concurrency=args.concurrency,
+        cache_dir=args.cache_dir,
+        **({} if args.reasoning_tags is None else {"reasoning_tags": args.reasoning_tags}),
     ).validate()
 
 

@@ -16,17 +16,19 @@ server may echo it: "Incorrect API key provided: sk-...").
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import os
 import random
 import time
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import aiohttp
 import orjson
 
+from nel.cache import CacheKey, ResponseCache
 from nel.concurrency import AdaptiveLimit
 from nel.errors import EndpointUnreachableError, ModelCallError
 from nel.types import Completion, Message
@@ -108,6 +110,7 @@ class ModelClient:
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
         limiter: AdaptiveLimit | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         bare_url, user, password = split_credentials(base_url)
         self.base_url = bare_url.rstrip("/")
@@ -119,6 +122,7 @@ class ModelClient:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.limiter = limiter  # --concurrency auto: admits each attempt, learns from its outcome
+        self.cache = cache  # --cache-dir: see cache_key / from_cache / to_cache
         self._url = f"{self.base_url}/chat/completions"
         self._headers = {"Content-Type": "application/json"}
         # None: look in NEL_API_KEY / OPENAI_API_KEY; "" means "send no key".
@@ -162,9 +166,19 @@ class ModelClient:
             self._session_loop = loop
         return self._session
 
-    async def chat(self, messages: Sequence[Message], **overrides: Any) -> Completion:
-        """Send one chat request, retrying transient failures; raise ModelCallError at the end."""
+    async def chat(
+        self, messages: Sequence[Message], *, sample: tuple[int, int] | None = None, **overrides: Any
+    ) -> Completion:
+        """Send one chat request, retrying transient failures; raise ModelCallError at the end.
+
+        ``sample`` (problem_idx, repeat) is part of the response cache's key, so that repeats
+        sent without a seed are still distinct samples; it is never sent. A call without it is
+        never cached.
+        """
         body = {"model": self.model, "messages": list(messages), **self.sampling, **overrides}
+        cache_key = self.cache_key("chat/completions", body, sample)
+        if cache_key is not None and (hit := await self.from_cache(cache_key, _parse_completion)) is not None:
+            return hit
         payload = orjson.dumps(body)
         session = self._get_session()
         started = time.perf_counter()
@@ -186,9 +200,12 @@ class ModelClient:
                         self.limiter.observe(outcome[0], attempt_latencies[-1], outcome[3])
             if isinstance(outcome, bytes):
                 try:
-                    return _parse_completion(outcome, started, attempt_latencies)
+                    completion = _parse_completion(outcome, started, attempt_latencies)
                 except (orjson.JSONDecodeError, ValueError, KeyError, IndexError, TypeError) as exc:
                     outcome = ("bad_response", f"malformed reply ({exc}): {_snippet(outcome, self._secrets)}", 200, None)
+                else:
+                    await self.to_cache(cache_key, outcome)
+                    return completion
             kind, message, status, retry_after = outcome
             attempts = len(attempt_latencies)
             refused = refused + 1 if kind == _UNREACHABLE else 0
@@ -206,6 +223,34 @@ class ModelClient:
                     messages=tuple(body["messages"]),
                 )
             await asyncio.sleep(self._backoff(attempts, retry_after))
+
+    # The response cache, for every route (chat, completions, ...): a method builds its body, asks
+    # `from_cache` before its first attempt and hands `to_cache` the 200 body that parsed.
+    def cache_key(self, route: str, body: dict[str, Any], sample: tuple[int, int] | None) -> CacheKey | None:
+        """None (not cached) without a cache, or without a sample: repeats of one prompt sent
+        without their (problem_idx, repeat) would all be answered with the first one's reply."""
+        return None if self.cache is None or sample is None else self.cache.key(route, body, sample)
+
+    async def from_cache(self, key: CacheKey, parse: Callable[[bytes, float, list[float]], Completion]) -> Completion | None:
+        """The stored reply as a completion (``cached``, no attempts), or None on a miss.
+
+        An entry that no longer parses is a miss (the cache warns about it once)."""
+        assert self.cache is not None
+        started = time.perf_counter()
+        raw = await self.cache.aget(key)
+        if raw is None:
+            return None
+        try:
+            completion = parse(raw, started, [])
+        except (orjson.JSONDecodeError, ValueError, KeyError, IndexError, TypeError) as exc:
+            self.cache.unusable(key, f"its reply does not parse ({exc})")
+            return None
+        return dataclasses.replace(completion, cached=True, attempts=0, latency_s=time.perf_counter() - started)
+
+    async def to_cache(self, key: CacheKey | None, raw: bytes) -> None:
+        """Store a reply that parsed; the key is scrubbed out of it in case the server echoed it."""
+        if key is not None and self.cache is not None:
+            await self.cache.aput(key, redact(raw.decode("utf-8", errors="replace"), self._secrets).encode())
 
     def _describe(self, message: str, attempts: int, down: bool) -> str:
         """The error line: what happened, the URL, the attempts; never a secret the server echoed."""
@@ -264,9 +309,11 @@ def _parse_completion(raw: bytes, started: float, attempt_latencies: list[float]
     choice = data["choices"][0]
     message = choice["message"]
     content = message.get("content")
-    if content is None and not message.get("tool_calls"):
-        # Not an empty answer to score as wrong: the model said nothing (often out of tokens while
-        # reasoning), so the row is a failure that names it, and a rerun may retry it.
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    # Reasoning but no content: out of tokens while thinking; nel.reasoning names it, no retry.
+    if content is None and not message.get("tool_calls") and not reasoning:
+        # Not an empty answer to score as wrong: the model said nothing (and sent no reasoning that
+        # would explain it), so the row is a failure that names it, and a rerun may retry it.
         raise ValueError(f"reply has no content (message.content is null, finish_reason {choice.get('finish_reason')!r})")
     if content is not None and not isinstance(content, str):
         raise TypeError(f"message.content is {type(content).__name__}, not a string")
@@ -274,7 +321,7 @@ def _parse_completion(raw: bytes, started: float, attempt_latencies: list[float]
     details = usage.get("completion_tokens_details") or {}
     return Completion(
         content=content or "",
-        reasoning_content=message.get("reasoning_content") or message.get("reasoning"),
+        reasoning_content=reasoning,
         finish_reason=choice.get("finish_reason"),
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"),

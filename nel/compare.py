@@ -58,11 +58,20 @@ def _per_problem(data: dict[str, Any]) -> tuple[dict[int, dict[str, list[float]]
     scores: dict[int, dict[str, list[float]]] = {}
     expected: dict[int, Any] = {}
     subset: dict[int, Any] = {}
+    rows: dict[int, int] = {}
     for idx, exp, sub, sc in zip(t["problem_idx"], t["expected_answer"], t["subset"], t["scores"]):
         entry = scores.setdefault(idx, {})
+        rows[idx] = rows.get(idx, 0) + 1
         for name, value in dict(sc or []).items():
             entry.setdefault(name, []).append(float(value))
         expected[idx], subset[idx] = exp, sub
+    # A row with no scores (context_length, unfinished_reasoning: terminal, no answer) scores 0,
+    # as in the metrics; dropped, it would raise its problem's mean over the other repeats.
+    names = {name for entry in scores.values() for name in entry}
+    for idx, entry in scores.items():
+        for name in names:
+            values = entry.setdefault(name, [])
+            values.extend([0.0] * (rows[idx] - len(values)))
     return scores, expected, subset
 
 

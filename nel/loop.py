@@ -257,7 +257,10 @@ class _ShardRun:
             row.error_kind, row.error = "solver_error", f"{type(exc).__name__}: {exc}"
         else:
             _solved_fields(row, solved)
-            await self._verify(row, solved.response, seed)
+            if solved.unfinished_reasoning is not None:  # no answer: counted by kind, never scored
+                row.error_kind, row.error = "unfinished_reasoning", solved.unfinished_reasoning
+            else:
+                await self._verify(row, solved.response, seed)
         row.finished_at = time.time()
         return row
 

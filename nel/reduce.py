@@ -34,7 +34,7 @@ _STATISTICS_COLUMNS = ["problem_idx", "repeat", "shard_idx", "reward", "correct"
 _KEY_COLUMNS = [
     "problem_idx", "repeat", "subset", "error_kind", "reward", "scores", "extracted_answer",
     "finish_reason", "prompt_tokens", "completion_tokens", "reasoning_tokens", "attempts", "model_calls",
-    "model_latency_s", "verify_time_s", "started_at", "finished_at",
+    "cached_calls", "model_latency_s", "verify_time_s", "started_at", "finished_at",
 ]  # fmt: skip
 
 
@@ -269,6 +269,7 @@ def _runtime(picked: pa.Table, complete: bool, duplicates: int) -> dict[str, Any
     }  # fmt: skip
     attempts = int(pc.sum(picked.column("attempts")).as_py() or 0)
     calls = int(pc.sum(picked.column("model_calls")).as_py() or 0)
+    cached = int(pc.sum(picked.column("cached_calls")).as_py() or 0)  # answered from --cache-dir: no attempt
     return {
         "complete": complete,
         "rows": len(picked),
@@ -279,7 +280,8 @@ def _runtime(picked: pa.Table, complete: bool, duplicates: int) -> dict[str, Any
         "tokens": tokens,
         "model_calls": calls,
         "http_attempts": attempts,
-        "retries": attempts - calls,
+        "retries": attempts - (calls - cached),
+        "cached_calls": cached,
         "latency_s": _quantiles(latency),
         "verify_time_s": _quantiles(verify),
         "error_kinds": _value_counts(picked.column("error_kind")),

@@ -15,12 +15,14 @@ from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
+from nel.cache import ResponseCache
 from nel.client import ModelClient, resolve_api_key
 from nel.concurrency import AdaptiveLimit, parse_concurrency
 from nel.environments.base import EvalEnvironment
 from nel.environments.registry import resolve
 from nel.loop import EvalResult, run_evaluation
 from nel.progress import Reporter
+from nel.reasoning import parse_tags
 from nel.rundir import RunDir, RunInfo, open_run
 from nel.sharding import Shard
 from nel.solvers import ChatSolver
@@ -58,7 +60,11 @@ def build_environment(spec: RunSpec, judge: ModelClient | None = None) -> EvalEn
 
 
 def build_client(
-    model: ModelSpec, api_key: str | None, concurrency: int, limiter: AdaptiveLimit | None = None
+    model: ModelSpec,
+    api_key: str | None,
+    concurrency: int,
+    limiter: AdaptiveLimit | None = None,
+    cache: ResponseCache | None = None,
 ) -> ModelClient:
     return ModelClient(
         model.url,
@@ -69,6 +75,7 @@ def build_client(
         concurrency=concurrency,
         sampling=model.sampling(),
         limiter=limiter,
+        cache=cache,
     )
 
 
@@ -87,6 +94,7 @@ async def run_spec(
     """Run one shard of ``spec``. ``recorded`` is the spec as the user wrote it, for run.json,
     when ``spec`` points at a server nel started for this shard (an address that dies with it)."""
     plan = parse_concurrency(spec.concurrency or 0)
+    cache = ResponseCache(spec.cache_dir) if spec.cache_dir else None  # the judge's calls are not cached
     judge = build_client(spec.judge, None, plan.max_in_flight) if spec.judge is not None else None
     try:
         env = build_environment(spec, judge)
@@ -95,7 +103,7 @@ async def run_spec(
             await judge.aclose()
         raise
     limiter = plan.limiter()
-    client = build_client(spec.model, api_key, plan.max_in_flight, limiter)
+    client = build_client(spec.model, api_key, plan.max_in_flight, limiter, cache)
     try:
         # Load (or prepare) the data and build one prompt before run.json exists: a bad dataset or
         # --prompt-template must not lock the output dir to a run that never started.
@@ -103,7 +111,7 @@ async def run_spec(
             await env.seed(0)
         return await run_evaluation(
             env,
-            ChatSolver(client),
+            ChatSolver(client, reasoning_tags=parse_tags(spec.reasoning_tags)),
             n_repeats=spec.repeats,
             max_problems=spec.max_problems,
             output_dir=spec.output_dir,

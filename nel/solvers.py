@@ -7,9 +7,11 @@ the same loop; every call goes through `ModelClient` and is returned in
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import hashlib
+from typing import Any, Protocol, runtime_checkable
 
 from nel.client import ModelClient
+from nel.reasoning import THINK, ReasoningTags, split_reasoning, unfinished_message
 from nel.types import Message, SolveResult, Task
 
 
@@ -22,11 +24,20 @@ class Solver(Protocol):
 
 
 class ChatSolver:
-    """One chat completion per task: optional system prompt, then the seeded prompt."""
+    """One chat completion per task: optional system prompt, then the seeded prompt.
 
-    def __init__(self, client: ModelClient, system_prompt: str | None = None) -> None:
+    ``reasoning_tags`` (nel.reasoning) split inline thinking from the answer; None turns that off.
+    """
+
+    def __init__(
+        self,
+        client: ModelClient,
+        system_prompt: str | None = None,
+        reasoning_tags: ReasoningTags | None = THINK,
+    ) -> None:
         self.client = client
         self.system_prompt = system_prompt
+        self.reasoning_tags = reasoning_tags
 
     def describe(self) -> dict[str, object]:
         """What about this solver changes results (part of the run's identity)."""
@@ -35,6 +46,8 @@ class ChatSolver:
             "model_id": self.client.model,
             "sampling": self.client.sampling,
             "system_prompt": self.system_prompt,
+            **({} if self.reasoning_tags == THINK else
+               {"reasoning_tags": self.reasoning_tags and [self.reasoning_tags.open, self.reasoning_tags.close]}),
         }
 
     def build_messages(self, task: Task) -> tuple[Message, ...]:
@@ -50,16 +63,43 @@ class ChatSolver:
             head = ({"role": "system", "content": self.system_prompt},)
         return (*head, {"role": "user", "content": seed.prompt})
 
+    def sample_overrides(self, task: Task) -> dict[str, Any]:
+        """Body parameters of this one sample: its own ``seed`` when the run has one, so the
+        repeats of a problem are distinct samples, each reproducible (`sample_seed`)."""
+        seed = self.client.sampling.get("seed")
+        if isinstance(seed, int) and not isinstance(seed, bool):
+            return {"seed": sample_seed(seed, task.problem_idx, task.repeat)}
+        return {}
+
     async def aclose(self) -> None:
         """Release pooled connections; the client reconnects if it is used again."""
         await self.client.aclose()
 
     async def solve(self, task: Task) -> SolveResult:
         messages = self.build_messages(task)
-        completion = await self.client.chat(messages)
+        sample = (task.problem_idx, task.repeat)
+        completion = await self.client.chat(messages, sample=sample, **self.sample_overrides(task))
+        split = split_reasoning(completion, self.reasoning_tags)
         return SolveResult(
-            response=completion.content,
+            response=split.answer,
             messages=messages,
             calls=(completion,),
-            reasoning_content=completion.reasoning_content,
+            reasoning_content=split.reasoning,
+            unfinished_reasoning=unfinished_message(completion, self.reasoning_tags) if split.unfinished else None,
         )
+
+
+SEED_MODULUS = 2**31
+"""Derived seeds stay in [0, 2**31): every server's seed type (vLLM, SGLang, OpenAI) holds them."""
+
+
+def sample_seed(run_seed: int, problem_idx: int, repeat: int) -> int:
+    """The request seed of sample (problem_idx, repeat) of a run with ``--seed run_seed``.
+
+    A per-problem base from a hash, plus the repeat: the repeats of one problem always get
+    distinct seeds (consecutive ones), and two runs with different ``--seed`` share no seeds
+    beyond chance, which ``run_seed + repeat`` would not give (--seed 1 and --seed 2 would
+    share every sample but one). docs/cli.md states the formula.
+    """
+    digest = hashlib.sha256(f"nel-seed:{run_seed}:{problem_idx}".encode()).digest()
+    return (int.from_bytes(digest[:8], "big") + repeat) % SEED_MODULUS

@@ -20,6 +20,7 @@ from nel.concurrency import parse_concurrency
 from nel.deployment import DEPLOY_URL, DeploymentSpec
 from nel.errors import ConfigError
 from nel.keys import reject_unknown_keys
+from nel.reasoning import DEFAULT_REASONING_TAGS, parse_tags
 
 DEFAULT_CONCURRENCY = 64
 DEFAULT_TEMPERATURE = 0.0
@@ -114,6 +115,11 @@ class RunSpec:
     # requests in flight: N, "auto" or "auto:MAX" (nel.concurrency); None: DEFAULT_CONCURRENCY,
     # or the batch size of the server nel starts for a local:// model
     concurrency: int | str | None = None
+    # the response cache's directory (nel.cache); operational, so not part of the identity:
+    # a run with and without it is the same run
+    cache_dir: str | None = None
+    # inline reasoning tags "OPEN,CLOSE" (nel.reasoning), or "none"; changes what is scored
+    reasoning_tags: str | None = DEFAULT_REASONING_TAGS
 
     def __post_init__(self) -> None:
         if self.concurrency is None:
@@ -134,6 +140,7 @@ class RunSpec:
             raise ConfigError(
                 f"skills_backend {self.skills_backend!r} is not one of auto, native, nemo_skills"
             )
+        parse_tags(self.reasoning_tags)
         self.model.validate("model")
         if self.judge is not None:
             self.judge.validate("judge")
@@ -153,6 +160,9 @@ class RunSpec:
         }
         if self.judge is not None:
             ident["judge"] = {"model_id": self.judge.model_id, "sampling": self.judge.sampling()}
+        tags = parse_tags(self.reasoning_tags)
+        if tags != parse_tags(DEFAULT_REASONING_TAGS):  # only then: the run ids of earlier runs stay valid
+            ident["reasoning_tags"] = "none" if tags is None else f"{tags.open},{tags.close}"
         return ident
 
     def config_hash(self) -> str:

@@ -179,6 +179,9 @@ def footer_lines(summary: RunSummary) -> list[str]:
     lines.append(f"scoring time: {quantiles_text(rt.get('verify_time_s', {}))}")
     kinds = rt.get("error_kinds", {})
     lines.append("error kinds: " + ", ".join(f"{k} {v}" for k, v in kinds.items()))
+    if kinds.get("unfinished_reasoning"):
+        lines.append(f"unfinished reasoning: {kinds['unfinished_reasoning']} row(s) ran out of tokens while thinking; "
+                     "scored as no answer (raise --max-tokens)")  # fmt: skip
     if "rescored" in run:
         lines.append(f"rescored from {run['rescored'].get('source')} with scorer {run['rescored'].get('scorer_version')}")
     return lines

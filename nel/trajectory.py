@@ -30,8 +30,9 @@ SCHEMA_VERSION = 3
 ``tool_calls`` and ``cached_calls`` (null in rows read from older files)."""
 
 VERSION_KEY = "nel.schema_version"
-TERMINAL_ERROR_KINDS = frozenset({"none", "context_length"})
-"""Outcomes that are final for a row: success, or a prompt the model cannot take."""
+TERMINAL_ERROR_KINDS = frozenset({"none", "context_length", "unfinished_reasoning"})
+"""Outcomes that are final for a row: success, a prompt the model cannot take, or a reply that
+ran out of tokens while reasoning (the same request would again); the last two score as no answer."""
 
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 

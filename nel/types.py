@@ -101,3 +101,5 @@ class SolveResult:
     messages: tuple[Message, ...]
     calls: tuple[Completion, ...] = ()
     reasoning_content: str | None = None
+    unfinished_reasoning: str | None = None
+    """Set (to the row's error line) when the reply ended while still reasoning: no answer to score."""
