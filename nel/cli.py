@@ -174,6 +174,9 @@ def _add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--judge-model", default=env("NEL_JUDGE_MODEL"), help="judge model name (key: NEL_JUDGE_API_KEY)"
     )
+    run.add_argument("--answer-prefix", choices=("text", "chat"), default="text",
+                     help="prompts ending in an answer prefix (RULER): text = /completions, chat = continue the "
+                     "assistant message (default: text)")  # fmt: skip
     run.add_argument("--output-dir", required=True)
     run.add_argument("--overwrite", action="store_true", help="delete a previous run in --output-dir first")
     run.add_argument("--allow-partial", action="store_true", help="write metrics even if rows failed")
@@ -212,6 +215,7 @@ def _spec_from_args(args: argparse.Namespace) -> RunSpec:
         skills_backend=args.skills_backend,
         judge=judge,
         concurrency=args.concurrency,
+        answer_prefix=args.answer_prefix,
     ).validate()
 
 

@@ -21,21 +21,39 @@ class Solver(Protocol):
     async def solve(self, task: Task) -> SolveResult: ...
 
 
-class ChatSolver:
-    """One chat completion per task: optional system prompt, then the seeded prompt."""
+ANSWER_PREFIX_MODES = ("text", "chat")
+"""How a seeded conversation that ends with a partial assistant message (an answer prefix the
+model continues, as RULER's prompts end) is sent: ``text`` as one prompt to ``/completions``,
+the prefix appended (also what base models need); ``chat`` as a chat request that continues
+the last message (vLLM's ``continue_final_message``). The default is ``text``, as NeMo-Skills
+sends RULER."""
 
-    def __init__(self, client: ModelClient, system_prompt: str | None = None) -> None:
+
+class ChatSolver:
+    """One chat completion per task: optional system prompt, then the seeded prompt.
+
+    ``answer_prefix`` (one of `ANSWER_PREFIX_MODES`) applies only to conversations whose last
+    message is the assistant's; every other task is a plain chat request.
+    """
+
+    def __init__(self, client: ModelClient, system_prompt: str | None = None, answer_prefix: str = "text") -> None:
+        if answer_prefix not in ANSWER_PREFIX_MODES:
+            raise ValueError(f"answer_prefix must be one of {ANSWER_PREFIX_MODES}, got {answer_prefix!r}")
         self.client = client
         self.system_prompt = system_prompt
+        self.answer_prefix = answer_prefix
 
     def describe(self) -> dict[str, object]:
         """What about this solver changes results (part of the run's identity)."""
-        return {
+        described: dict[str, object] = {
             "type": "chat",
             "model_id": self.client.model,
             "sampling": self.client.sampling,
             "system_prompt": self.system_prompt,
         }
+        if self.answer_prefix != "text":
+            described["answer_prefix"] = self.answer_prefix
+        return described
 
     def build_messages(self, task: Task) -> tuple[Message, ...]:
         seed = task.seed
@@ -56,6 +74,8 @@ class ChatSolver:
 
     async def solve(self, task: Task) -> SolveResult:
         messages = self.build_messages(task)
+        if messages and messages[-1].get("role") == "assistant":
+            return await self._continue(messages)
         completion = await self.client.chat(messages)
         return SolveResult(
             response=completion.content,
@@ -63,3 +83,25 @@ class ChatSolver:
             calls=(completion,),
             reasoning_content=completion.reasoning_content,
         )
+
+    async def _continue(self, messages: tuple[Message, ...]) -> SolveResult:
+        """The model continues the final assistant message; the response is the continuation only,
+        without the prefix (as NeMo-Skills scores RULER's generation)."""
+        if self.answer_prefix == "chat":
+            completion = await self.client.chat(messages, continue_final_message=True, add_generation_prompt=False)
+        else:
+            messages = ({"role": "user", "content": text_prompt(messages)},)
+            completion = await self.client.complete(messages[0]["content"])
+        return SolveResult(
+            response=completion.content,
+            messages=messages,
+            calls=(completion,),
+            reasoning_content=completion.reasoning_content,
+        )
+
+
+def text_prompt(messages: tuple[Message, ...]) -> str:
+    """A conversation as one completions prompt: the contents joined by blank lines, the final
+    (assistant) prefix after one space, so RULER's prompt reads as its base template writes it."""
+    *head, prefix = messages
+    return "\n\n".join(str(m.get("content") or "") for m in head) + " " + str(prefix.get("content") or "")

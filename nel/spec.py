@@ -114,6 +114,8 @@ class RunSpec:
     # requests in flight: N, "auto" or "auto:MAX" (nel.concurrency); None: DEFAULT_CONCURRENCY,
     # or the batch size of the server nel starts for a local:// model
     concurrency: int | str | None = None
+    # how a prompt that ends with an answer prefix is sent (nel.solvers.ANSWER_PREFIX_MODES)
+    answer_prefix: str = "text"
 
     def __post_init__(self) -> None:
         if self.concurrency is None:
@@ -134,6 +136,8 @@ class RunSpec:
             raise ConfigError(
                 f"skills_backend {self.skills_backend!r} is not one of auto, native, nemo_skills"
             )
+        if self.answer_prefix not in ("text", "chat"):
+            raise ConfigError(f"answer_prefix {self.answer_prefix!r} is not one of text, chat (--answer-prefix)")
         self.model.validate("model")
         if self.judge is not None:
             self.judge.validate("judge")
@@ -151,6 +155,8 @@ class RunSpec:
             "prompt_template": self.prompt_template,
             "skills_backend": self.skills_backend,
         }
+        if self.answer_prefix != "text":  # only then: run ids from before the option stay the same
+            ident["answer_prefix"] = self.answer_prefix
         if self.judge is not None:
             ident["judge"] = {"model_id": self.judge.model_id, "sampling": self.judge.sampling()}
         return ident
