@@ -75,7 +75,7 @@ class ChatSolver:
     async def solve(self, task: Task) -> SolveResult:
         messages = self.build_messages(task)
         if messages and messages[-1].get("role") == "assistant":
-            return await self._continue(messages)
+            return await self._continue(messages, self._budget(task))
         completion = await self.client.chat(messages)
         return SolveResult(
             response=completion.content,
@@ -84,14 +84,22 @@ class ChatSolver:
             reasoning_content=completion.reasoning_content,
         )
 
-    async def _continue(self, messages: tuple[Message, ...]) -> SolveResult:
+    def _budget(self, task: Task) -> dict[str, object]:
+        """``max_tokens`` from the seed's ``tokens_to_generate`` (RULER's per-task budget, as NeMo-Skills
+        sets it), unless the run sets max_tokens itself."""
+        limit = task.seed.metadata.get("tokens_to_generate")
+        return {"max_tokens": int(limit)} if limit is not None and "max_tokens" not in self.client.sampling else {}
+
+    async def _continue(self, messages: tuple[Message, ...], overrides: dict[str, object]) -> SolveResult:
         """The model continues the final assistant message; the response is the continuation only,
         without the prefix (as NeMo-Skills scores RULER's generation)."""
         if self.answer_prefix == "chat":
-            completion = await self.client.chat(messages, continue_final_message=True, add_generation_prompt=False)
+            completion = await self.client.chat(
+                messages, continue_final_message=True, add_generation_prompt=False, **overrides
+            )
         else:
             messages = ({"role": "user", "content": text_prompt(messages)},)
-            completion = await self.client.complete(messages[0]["content"])
+            completion = await self.client.complete(messages[0]["content"], **overrides)
         return SolveResult(
             response=completion.content,
             messages=messages,
