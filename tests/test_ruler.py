@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from nel.cli import main
-from nel.skills.ruler import TASKS
+from nel.errors import DataError
+from nel.skills.ruler import TASKS, _run_jobs
 from nel.skills.scoring_types.base import ScoringOptions
 from nel.skills.scoring_types.ruler import RulerRowScorer, string_match
 from nel.testing.model_server import ModelServer, Rule
@@ -89,13 +90,22 @@ def test_ground_truth_scores_100_and_broken_0(ruler_data: tuple[Path, Path, list
     assert asyncio.run(scores(lambda r: " I do not know.")) == [0.0] * 26
 
 
-def test_mixed_answers_through_nel_eval_run(ruler_data: tuple[Path, Path, list[dict]], tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["text", "chat"])
+def test_mixed_answers_through_nel_eval_run(
+    ruler_data: tuple[Path, Path, list[dict]], tmp_path: Path, mode: str
+) -> None:
     """Sample 0 of every task answered right, sample 1 wrong, except multivalue's sample 1, which
-    names one of its values: 12 tasks at 50%, multivalue at (1 + 1/n) / 2."""
+    names one of its values: 12 tasks at 50%, multivalue at (1 + 1/n) / 2. ``text`` sends the
+    prompt with its answer prefix to /v1/completions, ``chat`` the prefix as the assistant's
+    unfinished message."""
     data_dir, _, rows = ruler_data
     by_prompt = {r["question"] + " " + r["generation"]: r for r in rows}
 
     def answer(body: dict) -> Rule:
+        if mode == "chat":
+            user, prefix = body["messages"]
+            assert prefix["role"] == "assistant" and body["continue_final_message"] is True
+            body = {"prompt": user["content"] + " " + prefix["content"]}
         row = by_prompt[body["prompt"]]
         if row["index"] == 0:
             return Rule(content=", ".join(row["expected_answer"]))
@@ -103,10 +113,11 @@ def test_mixed_answers_through_nel_eval_run(ruler_data: tuple[Path, Path, list[d
 
     with ModelServer(answer_fn=answer) as srv:
         code = main(["eval", "run", "--bench", "skills://ruler", "--model-url", srv.base_url, "--model-id", "m",
-                     "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "run"), "--progress", "none"])  # fmt: skip
+                     "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "run"), "--progress", "none",
+                     "--answer-prefix", mode])  # fmt: skip
         sent = srv.requests
     assert code == 0
-    assert {r.path for r in sent} == {"/v1/completions"}
+    assert {r.path for r in sent} == {"/v1/completions" if mode == "text" else "/v1/chat/completions"}
     budgets = {r.body["max_tokens"] for r in sent}
     assert budgets == {128, 30, 120, 50, 32}  # each task's own, as NeMo-Skills sets them
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -115,3 +126,28 @@ def test_mixed_answers_through_nel_eval_run(ruler_data: tuple[Path, Path, list[d
     assert metrics[f"ruler-{LENGTH}.niah_multivalue"]["pass@1"]["accuracy"] == pytest.approx(multivalue)
     assert metrics[f"ruler-{LENGTH}.qa_2"]["pass@1"]["accuracy"] == pytest.approx(50.0)
     assert metrics["ruler"]["pass@1"]["accuracy"] == pytest.approx((12 * 50.0 + multivalue) / 13)
+
+
+def test_a_stuck_or_failing_generator_is_named(tmp_path: Path) -> None:
+    stuck, failing = tmp_path / "stuck.py", tmp_path / "failing.py"
+    stuck.write_text("import time\nwhile True:\n    time.sleep(0.05)\n")
+    failing.write_text("raise ValueError('no sample fits')\n")
+    with pytest.raises(DataError, match=r"task 4096\.qa_1 made no progress in 1s"):
+        _run_jobs([{"name": "4096.qa_1", "script": str(stuck), "argv": []}], tmp_path, workers=1, job_timeout=1.0)
+    with pytest.raises(DataError, match=r"task 4096\.vt failed \(exit 1\): .*ValueError: no sample fits"):
+        _run_jobs([{"name": "4096.vt", "script": str(failing), "argv": []}], tmp_path, workers=1, job_timeout=600)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--max-seq-length", "4096"], "needs --tokenizer"),
+        (["--tokenizer", "t", "--max-seq-length", "1024"], "--max-seq-length 1024 is below RULER's minimum"),
+        (["--tokenizer", "t", "--max-seq-length", "4q"], "'4q' is not a number of tokens"),
+        (["--tokenizer", "t", "--max-seq-length", "4k", "--tasks", "niah_single_9"], "unknown RULER task"),
+    ],
+)
+def test_bad_prepare_flags_are_one_line(flags: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["prepare", "ruler", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("nel: error: ") and message in err and "\n" not in err

@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ TASKS = ("niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey_1", "
 """NeMo-Skills' default task list (``dataset/ruler/prepare.py``), in its order."""
 MATCH_TYPE = {"niah": "all", "vt": "all", "cwe": "all", "fwe": "all", "qa": "part"}
 """Per task family, as NeMo-Skills scores them (``evaluation/evaluator/ruler.py``)."""
+JOB_TIMEOUT_S = 3 * 3600.0
+"""No job finished for this long: the worker is stopped. A 128k-token needle task takes minutes."""
 MIN_SEQ_LENGTH = 4096
 """RULER's shortest standard length. Below it the QA generator's shrink-until-it-fits loop can find no
 fit (ten documents at least) and never ends."""
@@ -135,30 +138,57 @@ def _job(synthetic: Path, config: dict[str, Any], task: str, length: int, settin
             "output": str(output)}  # fmt: skip
 
 
-def _run_jobs(jobs: list[dict[str, Any]], tmp: Path, workers: int) -> None:
-    """Run the jobs in up to ``workers`` processes at once (round robin); a failure names its task."""
+def _run_jobs(jobs: list[dict[str, Any]], tmp: Path, workers: int, job_timeout: float | None = None) -> None:
+    """Run the jobs in up to ``workers`` processes at once (round robin); a failure names its task.
+
+    A worker that finishes no job for ``job_timeout`` seconds is stopped: RULER's generators retry
+    a sample that does not fit by shrinking it, forever if it never fits.
+    """
+    timeout = JOB_TIMEOUT_S if job_timeout is None else job_timeout
     env = {**os.environ, "NLTK_DATA": _nltk_data(), "TOKENIZERS_PARALLELISM": "false"}
-    procs = []
-    for i in range(min(workers, len(jobs))):
-        batch = jobs[i::workers]
-        spec = tmp / f"jobs-{i}.json"
-        spec.write_text(json.dumps(batch), encoding="utf-8")
-        log = (tmp / f"worker-{i}.log").open("wb")
-        proc = subprocess.Popen([sys.executable, "-m", "nel.skills.ruler_worker", str(spec)],
-                                stdout=subprocess.DEVNULL, stderr=log, env=env)  # fmt: skip
-        procs.append((proc, log, batch))
+    pending = [_Worker(i, jobs[i::workers], tmp, env) for i in range(min(workers, len(jobs)))]
     failures = []
-    for proc, log, batch in procs:
-        proc.wait()
-        log.close()
-        if proc.returncode != 0:
-            text = Path(log.name).read_text(encoding="utf-8", errors="replace")
-            done = {line.split()[1] for line in text.splitlines() if line.startswith("nel-ruler-done ")}
-            failed = next((job["name"] for job in batch if job["name"] not in done), "?")
-            tail = " | ".join(line for line in text.strip().splitlines()[-3:])
-            failures.append(f"task {failed} failed (exit {proc.returncode}): {tail}")
+    while pending:
+        for worker in list(pending):
+            failure = worker.check(timeout)
+            if failure is not None or worker.proc.poll() is not None:
+                pending.remove(worker)
+                failures += [failure] if failure else []
+        if pending:
+            time.sleep(0.2)  # polling several processes' progress; no one event covers them all
     if failures:
         raise DataError("RULER generation failed: " + "; ".join(failures))
+
+
+class _Worker:
+    """One ``nel.skills.ruler_worker`` process, its log, and when it last finished a job."""
+
+    def __init__(self, i: int, batch: list[dict[str, Any]], tmp: Path, env: dict[str, str]) -> None:
+        spec = tmp / f"jobs-{i}.json"
+        spec.write_text(json.dumps(batch), encoding="utf-8")
+        self.batch, self.log = batch, tmp / f"worker-{i}.log"
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "nel.skills.ruler_worker", str(spec)],
+                                         stdout=subprocess.DEVNULL, stderr=log, env=env)  # fmt: skip
+        self.done_count, self.since = 0, time.monotonic()
+
+    def check(self, timeout: float) -> str | None:
+        """None while it runs well or after it succeeded; else what went wrong, naming the task."""
+        text = self.log.read_text(encoding="utf-8", errors="replace")
+        done = [line.split()[1] for line in text.splitlines() if line.startswith("nel-ruler-done ")]
+        if len(done) > self.done_count:
+            self.done_count, self.since = len(done), time.monotonic()
+        task = next((job["name"] for job in self.batch if job["name"] not in done), "?")
+        if self.proc.poll() is None:
+            if time.monotonic() - self.since <= timeout:
+                return None
+            self.proc.kill()
+            self.proc.wait()
+            return f"task {task} made no progress in {timeout:g}s (a sample that never fits the length?); stopped"
+        if self.proc.returncode == 0:
+            return None
+        tail = " | ".join(text.strip().splitlines()[-3:])
+        return f"task {task} failed (exit {self.proc.returncode}): {tail}"
 
 
 def _nltk_data() -> str:
