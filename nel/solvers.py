@@ -98,7 +98,7 @@ class ChatSolver:
                 messages, continue_final_message=True, add_generation_prompt=False, **overrides
             )
         else:
-            messages = ({"role": "user", "content": text_prompt(messages)},)
+            messages = ({"role": "user", "content": _text_prompt(messages)},)
             completion = await self.client.complete(messages[0]["content"], **overrides)
         return SolveResult(
             response=completion.content,
@@ -108,7 +108,7 @@ class ChatSolver:
         )
 
 
-def text_prompt(messages: tuple[Message, ...]) -> str:
+def _text_prompt(messages: tuple[Message, ...]) -> str:
     """A conversation as one completions prompt: the contents joined by blank lines, the final
     (assistant) prefix after one space, so RULER's prompt reads as its base template writes it."""
     *head, prefix = messages
