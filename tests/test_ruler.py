@@ -90,14 +90,14 @@ def test_ground_truth_scores_100_and_broken_0(ruler_data: tuple[Path, Path, list
     assert asyncio.run(scores(lambda r: " I do not know.")) == [0.0] * 26
 
 
-@pytest.mark.parametrize("mode", ["text", "chat"])
-def test_mixed_answers_through_nel_eval_run(
-    ruler_data: tuple[Path, Path, list[dict]], tmp_path: Path, mode: str
+@pytest.mark.parametrize(("mode", "scheme"), [("text", "right"), ("text", "wrong"), ("text", "mix"), ("chat", "mix")])
+def test_answers_scored_through_nel_eval_run(
+    ruler_data: tuple[Path, Path, list[dict]], tmp_path: Path, mode: str, scheme: str
 ) -> None:
-    """Sample 0 of every task answered right, sample 1 wrong, except multivalue's sample 1, which
-    names one of its values: 12 tasks at 50%, multivalue at (1 + 1/n) / 2. ``text`` sends the
-    prompt with its answer prefix to /v1/completions, ``chat`` the prefix as the assistant's
-    unfinished message."""
+    """``right``: every expected string; ``wrong``: none. ``mix``: sample 0 of every task right,
+    sample 1 wrong, except multivalue's sample 1, which names one of its values: 12 tasks at 50%,
+    multivalue at (1 + 1/n) / 2. ``text`` sends the prompt with its answer prefix to
+    /v1/completions, ``chat`` the prefix as the assistant's unfinished message."""
     data_dir, _, rows = ruler_data
     by_prompt = {r["question"] + " " + r["generation"]: r for r in rows}
 
@@ -107,6 +107,8 @@ def test_mixed_answers_through_nel_eval_run(
             assert prefix["role"] == "assistant" and body["continue_final_message"] is True
             body = {"prompt": user["content"] + " " + prefix["content"]}
         row = by_prompt[body["prompt"]]
+        if scheme != "mix":
+            return Rule(content=", ".join(row["expected_answer"]) if scheme == "right" else "no idea")
         if row["index"] == 0:
             return Rule(content=", ".join(row["expected_answer"]))
         return Rule(content=row["expected_answer"][0] if row["task"] == "niah_multivalue" else "no idea")
@@ -121,6 +123,11 @@ def test_mixed_answers_through_nel_eval_run(
     budgets = {r.body["max_tokens"] for r in sent}
     assert budgets == {128, 30, 120, 50, 32}  # each task's own, as NeMo-Skills sets them
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    if scheme != "mix":
+        expected = 100.0 if scheme == "right" else 0.0
+        assert {metrics[f"ruler-{LENGTH}.{t}"]["pass@1"]["accuracy"] for t in TASKS} == {expected}
+        assert metrics["ruler"]["pass@1"]["accuracy"] == expected
+        return
     n_values = len(next(r for r in rows if r["task"] == "niah_multivalue")["expected_answer"])
     multivalue = 100 * (1 + 1 / n_values) / 2
     assert metrics[f"ruler-{LENGTH}.niah_multivalue"]["pass@1"]["accuracy"] == pytest.approx(multivalue)
