@@ -132,6 +132,12 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--data-dir")
     prep.add_argument("--mirror", help="fetch sources from this base URL instead (also NEL_DATA_MIRROR)")
     prep.add_argument("--skills-backend", choices=("auto", "native", "nemo_skills"), default="auto")
+    ruler = prep.add_argument_group("ruler (generated for the evaluated model's tokenizer)")
+    ruler.add_argument("--tokenizer", help="Hugging Face tokenizer name or folder (the evaluated model's)")
+    ruler.add_argument("--max-seq-length", help="context lengths in tokens, comma-separated: 4096,8192 (or 4k,8k)")
+    ruler.add_argument("--num-samples", type=int, default=500, help="samples per task and length (default 500)")
+    ruler.add_argument("--template-tokens", type=int, default=50, help="tokens left for the chat template (50)")
+    ruler.add_argument("--tasks", help="comma-separated subset of the 13 tasks (default: all)")
     prep.set_defaults(func=_cmd_prepare)
     for name, (_, _, help_text) in DELEGATED.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -174,6 +180,9 @@ def _add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--judge-model", default=env("NEL_JUDGE_MODEL"), help="judge model name (key: NEL_JUDGE_API_KEY)"
     )
+    run.add_argument("--answer-prefix", choices=("text", "chat"), default="text",
+                     help="prompts ending in an answer prefix (RULER): text = /completions, chat = continue the "
+                     "assistant message (default: text)")  # fmt: skip
     run.add_argument("--output-dir", required=True)
     run.add_argument("--overwrite", action="store_true", help="delete a previous run in --output-dir first")
     run.add_argument("--allow-partial", action="store_true", help="write metrics even if rows failed")
@@ -217,6 +226,7 @@ def _spec_from_args(args: argparse.Namespace) -> RunSpec:
         concurrency=args.concurrency,
         cache_dir=args.cache_dir,
         **({} if args.reasoning_tags is None else {"reasoning_tags": args.reasoning_tags}),
+        answer_prefix=args.answer_prefix,
     ).validate()
 
 
@@ -307,8 +317,24 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     from nel.skills.data import resolve_data_dir
 
     data_dir = resolve_data_dir(args.data_dir)
+    if "ruler" in args.names or args.tokenizer or args.max_seq_length:
+        return _prepare_ruler(args, data_dir)
     for name in args.names:
         backend = select_backend(name, args.skills_backend)
         path = backend.prepare(data_dir, mirror=args.mirror, show_progress=sys.stderr.isatty())
         print(f"prepared {name} ({backend.kind} backend): {path}")
+    return EXIT_OK
+
+
+def _prepare_ruler(args: argparse.Namespace, data_dir: Path) -> int:
+    """RULER is generated, not downloaded: for one tokenizer and the given lengths."""
+    from nel.skills.ruler import TASKS, RulerSettings, parse_lengths, prepare_ruler
+
+    if args.names != ["ruler"]:
+        raise ConfigError("--tokenizer and --max-seq-length are RULER's: run `nel prepare ruler ...` on its own")
+    tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip()) if args.tasks else TASKS
+    settings = RulerSettings(tokenizer=args.tokenizer or "", lengths=parse_lengths(args.max_seq_length or ""),
+                             num_samples=args.num_samples, template_tokens=args.template_tokens, tasks=tasks)  # fmt: skip
+    path = prepare_ruler(data_dir, settings.validate())
+    print(f"prepared ruler ({len(tasks)} tasks x {len(settings.lengths)} lengths): {path}")
     return EXIT_OK

@@ -45,6 +45,8 @@ _CONTEXT_MARKERS = (
     "input is too long",
 )
 _MAX_RETRY_AFTER_S = 300.0
+_Parser = Callable[[bytes, float, list[float]], Completion]
+"""A 200 body, the request's start and its attempt latencies -> the Completion (raises if malformed)."""
 DOWN_AFTER_ATTEMPTS = 3
 """Connect failures in a row, before any request ever reached the server, that end a run early."""
 REDACTED = "[redacted]"
@@ -179,50 +181,7 @@ class ModelClient:
         cache_key = self.cache_key("chat/completions", body, sample)
         if cache_key is not None and (hit := await self.from_cache(cache_key, _parse_completion)) is not None:
             return hit
-        payload = orjson.dumps(body)
-        session = self._get_session()
-        started = time.perf_counter()
-        attempt_latencies: list[float] = []
-        refused = 0  # connect failures in a row of this request
-        while True:
-            if self.limiter is None:
-                t0 = time.perf_counter()
-                outcome = await self._attempt(session, payload)
-                attempt_latencies.append(time.perf_counter() - t0)
-            else:
-                async with self.limiter.slot():  # released before any backoff sleep
-                    t0 = time.perf_counter()
-                    outcome = await self._attempt(session, payload)
-                    attempt_latencies.append(time.perf_counter() - t0)
-                    if isinstance(outcome, bytes):
-                        self.limiter.observe("ok", attempt_latencies[-1])
-                    else:
-                        self.limiter.observe(outcome[0], attempt_latencies[-1], outcome[3])
-            if isinstance(outcome, bytes):
-                try:
-                    completion = _parse_completion(outcome, started, attempt_latencies)
-                except (orjson.JSONDecodeError, ValueError, KeyError, IndexError, TypeError) as exc:
-                    outcome = ("bad_response", f"malformed reply ({exc}): {_snippet(outcome, self._secrets)}", 200, None)
-                else:
-                    await self.to_cache(cache_key, outcome)
-                    return completion
-            kind, message, status, retry_after = outcome
-            attempts = len(attempt_latencies)
-            refused = refused + 1 if kind == _UNREACHABLE else 0
-            kind = "connection" if kind == _UNREACHABLE else kind
-            down = not self._reached and refused >= min(DOWN_AFTER_ATTEMPTS, self.max_retries + 1)
-            if down or kind not in RETRYABLE_KINDS or attempts > self.max_retries:
-                error = EndpointUnreachableError if down else ModelCallError
-                raise error(
-                    kind,
-                    self._describe(message, attempts, down),
-                    attempts=attempts,
-                    latency_s=time.perf_counter() - started,
-                    attempt_latencies_s=tuple(attempt_latencies),
-                    status=status,
-                    messages=tuple(body["messages"]),
-                )
-            await asyncio.sleep(self._backoff(attempts, retry_after))
+        return await self._send(self._url, body, _parse_completion, tuple(body["messages"]), cache_key)
 
     # The response cache, for every route (chat, completions, ...): a method builds its body, asks
     # `from_cache` before its first attempt and hands `to_cache` the 200 body that parsed.
@@ -252,13 +211,77 @@ class ModelClient:
         if key is not None and self.cache is not None:
             await self.cache.aput(key, redact(raw.decode("utf-8", errors="replace"), self._secrets).encode())
 
-    def _describe(self, message: str, attempts: int, down: bool) -> str:
+    async def complete(self, prompt: str, *, sample: tuple[int, int] | None = None, **overrides: Any) -> Completion:
+        """Send one text completion (``POST /completions``): ``prompt`` in, ``choices[0].text`` out.
+
+        For prompts that end inside the model's reply (an answer prefix) and for base models,
+        which have no chat template. Retries, error kinds, accounting and the cache are ``chat``'s;
+        a failure's ``messages`` is the prompt as one user message, as the trajectory records it.
+        """
+        body = {"model": self.model, "prompt": prompt, **self.sampling, **overrides}
+        cache_key = self.cache_key("completions", body, sample)
+        if cache_key is not None and (hit := await self.from_cache(cache_key, _parse_text_completion)) is not None:
+            return hit
+        sent = ({"role": "user", "content": prompt},)
+        return await self._send(f"{self.base_url}/completions", body, _parse_text_completion, sent, cache_key)
+
+    async def _send(
+        self, url: str, body: dict[str, Any], parse: _Parser, sent: tuple[Message, ...], cache_key: CacheKey | None
+    ) -> Completion:
+        """POST ``body`` to ``url`` until a reply parses (cached under ``cache_key``) or the retries are spent."""
+        payload = orjson.dumps(body)
+        session = self._get_session()
+        started = time.perf_counter()
+        attempt_latencies: list[float] = []
+        refused = 0  # connect failures in a row of this request
+        while True:
+            if self.limiter is None:
+                t0 = time.perf_counter()
+                outcome = await self._attempt(session, payload, url)
+                attempt_latencies.append(time.perf_counter() - t0)
+            else:
+                async with self.limiter.slot():  # released before any backoff sleep
+                    t0 = time.perf_counter()
+                    outcome = await self._attempt(session, payload, url)
+                    attempt_latencies.append(time.perf_counter() - t0)
+                    if isinstance(outcome, bytes):
+                        self.limiter.observe("ok", attempt_latencies[-1])
+                    else:
+                        self.limiter.observe(outcome[0], attempt_latencies[-1], outcome[3])
+            if isinstance(outcome, bytes):
+                try:
+                    completion = parse(outcome, started, attempt_latencies)
+                except (orjson.JSONDecodeError, ValueError, KeyError, IndexError, TypeError) as exc:
+                    outcome = ("bad_response", f"malformed reply ({exc}): {_snippet(outcome, self._secrets)}", 200, None)
+                else:
+                    await self.to_cache(cache_key, outcome)
+                    return completion
+            kind, message, status, retry_after = outcome
+            attempts = len(attempt_latencies)
+            refused = refused + 1 if kind == _UNREACHABLE else 0
+            kind = "connection" if kind == _UNREACHABLE else kind
+            down = not self._reached and refused >= min(DOWN_AFTER_ATTEMPTS, self.max_retries + 1)
+            if down or kind not in RETRYABLE_KINDS or attempts > self.max_retries:
+                error = EndpointUnreachableError if down else ModelCallError
+                raise error(
+                    kind,
+                    self._describe(message, attempts, down, url),
+                    attempts=attempts,
+                    latency_s=time.perf_counter() - started,
+                    attempt_latencies_s=tuple(attempt_latencies),
+                    status=status,
+                    messages=sent,
+                )
+            await asyncio.sleep(self._backoff(attempts, retry_after))
+
+    def _describe(self, message: str, attempts: int, down: bool, url: str | None = None) -> str:
         """The error line: what happened, the URL, the attempts; never a secret the server echoed."""
+        url = url or self._url
         if down:
-            text = (f"cannot reach the model server at {self._url}: {message} ({attempts} attempts in a row, "
+            text = (f"cannot reach the model server at {url}: {message} ({attempts} attempts in a row, "
                     "and no request has reached it yet); check that the server is up and the URL is right")  # fmt: skip
         else:
-            text = f"{message} (POST {self._url}, {attempts} attempt{'s' if attempts > 1 else ''})"
+            text = f"{message} (POST {url}, {attempts} attempt{'s' if attempts > 1 else ''})"
         return redact(text, self._secrets)
 
     def _backoff(self, attempts: int, retry_after: float | None) -> float:
@@ -268,11 +291,11 @@ class ModelClient:
         return random.uniform(ceiling / 2, ceiling)
 
     async def _attempt(
-        self, session: aiohttp.ClientSession, payload: bytes
+        self, session: aiohttp.ClientSession, payload: bytes, url: str | None = None
     ) -> bytes | tuple[str, str, int | None, float | None]:
         """One HTTP attempt: the 200 body, or (error_kind, message, status, retry_after)."""
         try:
-            async with session.post(self._url, data=payload) as resp:
+            async with session.post(url or self._url, data=payload) as resp:
                 raw = await resp.read()
                 status = resp.status
                 retry_after = _parse_retry_after(resp.headers.get("Retry-After"))
@@ -326,6 +349,25 @@ def _parse_completion(raw: bytes, started: float, attempt_latencies: list[float]
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"),
         reasoning_tokens=details.get("reasoning_tokens"),
+        latency_s=time.perf_counter() - started,
+        attempt_latencies_s=tuple(attempt_latencies),
+        attempts=len(attempt_latencies),
+    )
+
+
+def _parse_text_completion(raw: bytes, started: float, attempt_latencies: list[float]) -> Completion:
+    """A ``/completions`` reply: ``choices[0].text``; a null or missing text is a bad_response."""
+    data = orjson.loads(raw)
+    choice = data["choices"][0]
+    text = choice["text"]
+    if not isinstance(text, str):
+        raise TypeError(f"choices[0].text is {type(text).__name__}, not a string")
+    usage = data.get("usage") or {}
+    return Completion(
+        content=text,
+        finish_reason=choice.get("finish_reason"),
+        prompt_tokens=usage.get("prompt_tokens"),
+        completion_tokens=usage.get("completion_tokens"),
         latency_s=time.perf_counter() - started,
         attempt_latencies_s=tuple(attempt_latencies),
         attempts=len(attempt_latencies),

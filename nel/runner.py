@@ -111,7 +111,7 @@ async def run_spec(
             await env.seed(0)
         return await run_evaluation(
             env,
-            ChatSolver(client, reasoning_tags=parse_tags(spec.reasoning_tags)),
+            ChatSolver(client, reasoning_tags=parse_tags(spec.reasoning_tags), answer_prefix=spec.answer_prefix),
             n_repeats=spec.repeats,
             max_problems=spec.max_problems,
             output_dir=spec.output_dir,

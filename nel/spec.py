@@ -120,6 +120,8 @@ class RunSpec:
     cache_dir: str | None = None
     # inline reasoning tags "OPEN,CLOSE" (nel.reasoning), or "none"; changes what is scored
     reasoning_tags: str | None = DEFAULT_REASONING_TAGS
+    # how a prompt that ends with an answer prefix is sent (nel.solvers.ANSWER_PREFIX_MODES)
+    answer_prefix: str = "text"
 
     def __post_init__(self) -> None:
         if self.concurrency is None:
@@ -141,6 +143,8 @@ class RunSpec:
                 f"skills_backend {self.skills_backend!r} is not one of auto, native, nemo_skills"
             )
         parse_tags(self.reasoning_tags)
+        if self.answer_prefix not in ("text", "chat"):
+            raise ConfigError(f"answer_prefix {self.answer_prefix!r} is not one of text, chat (--answer-prefix)")
         self.model.validate("model")
         if self.judge is not None:
             self.judge.validate("judge")
@@ -158,6 +162,8 @@ class RunSpec:
             "prompt_template": self.prompt_template,
             "skills_backend": self.skills_backend,
         }
+        if self.answer_prefix != "text":  # only then: run ids from before the option stay the same
+            ident["answer_prefix"] = self.answer_prefix
         if self.judge is not None:
             ident["judge"] = {"model_id": self.judge.model_id, "sampling": self.judge.sampling()}
         tags = parse_tags(self.reasoning_tags)

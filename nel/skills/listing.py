@@ -69,4 +69,5 @@ def _runnable(needs_judge: bool, to_download: Benchmark | None) -> str:
         needs.append("network to download (or --mirror)")
     if any(source.gated for source in sources):
         needs.append("HF_TOKEN (gated on the HF hub)")
+    needs += to_download.needs if to_download is not None else ()
     return f"runnable ({'; '.join(needs)})" if needs else "runnable"

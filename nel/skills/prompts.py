@@ -164,6 +164,16 @@ Judgement: Answer 'yes' if extracted_final_answer matches the [correct_answer] g
 
 Confidence: The extracted confidence score between 0|\%| and 100|\%| from [response]. Put 100 if there is no confidence score available."""
     ),
+    "judge/aalcr": PromptConfig(
+        user="""\
+Assess whether the following CANDIDATE ANSWER is CORRECT or INCORRECT. For the CANDIDATE ANSWER to be correct, it must be consistent with the OFFICIAL ANSWER.
+
+The question, for reference only: {original_question}
+The OFFICIAL ANSWER: {expected_answer}
+CANDIDATE ANSWER TO ASSESS: {generation}
+
+Reply only with CORRECT or INCORRECT."""
+    ),
 }
 
 

@@ -26,6 +26,9 @@ Two ways to run it:
   It prints exactly one line ``READY http://127.0.0.1:PORT/v1`` and serves until SIGTERM or
   SIGINT, then exits 0.  :func:`start_server_process` wraps this.
 
+``/v1/completions`` (text completions) is answered by the same rules, matched on the
+``prompt``, with the reply as ``choices[0].text``.
+
 Replies are decided per request: the first :class:`Rule` whose ``match`` occurs in the
 request's message text (and whose ``times`` budget is not spent) wins; otherwise
 ``answer_fn(body)`` is asked; otherwise the default rule answers.
@@ -510,6 +513,10 @@ class ModelServer:
             if request.method != "POST":
                 return self._error(405, "use POST for chat completions")
             return await self._chat(request)
+        if path in _COMPLETION_PATHS:  # text completions: answered by the same rules as chat
+            if request.method != "POST":
+                return self._error(405, "use POST for completions")
+            return await self._chat(request)
         if request.method != "GET":
             return self._error(405 if path in _GET_PATHS else 404, f"no route {request.method} {path}")
         if path == "/health":
@@ -556,7 +563,10 @@ class ModelServer:
                 self._requests.append(rec)
         if not isinstance(body, dict):
             return self._error(400, "request body is not a JSON object")
-        messages = body.get("messages")
+        text_mode = request.path in _COMPLETION_PATHS
+        if text_mode and not isinstance(body.get("prompt"), str):
+            return self._error(400, "request needs a string 'prompt'")
+        messages = [{"content": body["prompt"]}] if text_mode else body.get("messages")
         if not isinstance(messages, list) or not messages:
             return self._error(400, "request needs a non-empty 'messages' list")
         if body.get("stream"):
@@ -579,7 +589,7 @@ class ModelServer:
                 self._sleeping.discard(task)
         kind = prepared.kind
         if kind == _KIND_OK:
-            return self._reply_ok(prepared, body, texts)
+            return self._reply_text(prepared, body, texts) if text_mode else self._reply_ok(prepared, body, texts)
         if kind == _KIND_ERROR:
             return web.Response(
                 status=prepared.rule.status, body=prepared.error_body, headers=prepared.headers
@@ -681,7 +691,26 @@ class ModelServer:
         return web.Response(body=payload.encode(), headers=prepared.headers)
 
 
+    def _reply_text(self, prepared: _Prepared, body: dict[str, Any], texts: list[str]) -> web.Response:
+        """A ``text_completion`` reply: the rule's content as ``choices[0].text``, cut at ``max_tokens``."""
+        words, finish_reason = prepared.content_words, prepared.rule.finish_reason
+        limit = body.get("max_tokens")
+        if isinstance(limit, int) and not isinstance(limit, bool) and len(words) > limit >= 0:
+            words, finish_reason = words[:limit], "length"
+        text = prepared.rule.content if words is prepared.content_words else " ".join(words)
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+        prompt_tokens = 0 if prepared.usage_json is not None else sum(len(t.split()) for t in texts)
+        self._next_id += 1
+        payload = (
+            f'{{"id":"cmpl-{self._next_id}","object":"text_completion","created":{int(time.time())},'
+            f'"model":{json.dumps(body.get("model", self.model_name))},"choices":[{json.dumps(choice)}],'
+            f'"usage":{prepared.usage(prompt_tokens, len(words))}}}'
+        )
+        return web.Response(body=payload.encode(), headers=prepared.headers)
+
+
 _GET_PATHS = frozenset({"/health", "/v1/models", "/models", "/_stats", "/_requests"})
+_COMPLETION_PATHS = frozenset({"/v1/completions", "/completions"})
 
 
 # ------------------------------------------------------------------- process mode

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from nel.errors import ConfigError, suggest
 from nel.metrics import MetricsHook
+from nel.skills.scoring_types.aalcr import AALCR
 from nel.skills.scoring_types.base import (
     Package,
     RowScorer,
@@ -22,6 +23,7 @@ from nel.skills.scoring_types.instruction_following import INSTRUCTION_FOLLOWING
 from nel.skills.scoring_types.livecodebench import LIVECODEBENCH
 from nel.skills.scoring_types.math import MATH
 from nel.skills.scoring_types.multichoice import MULTICHOICE
+from nel.skills.scoring_types.ruler import RULER
 from nel.skills.scoring_types.simpleqa import SIMPLEQA
 
 __all__ = [
@@ -35,7 +37,8 @@ __all__ = [
     "scoring_type",
 ]
 
-_TYPES = (MATH, MULTICHOICE, EXACT_MATCH, SIMPLEQA, HLE, EVALPLUS, INSTRUCTION_FOLLOWING, LIVECODEBENCH)
+_TYPES: tuple[ScoringType, ...] = (MATH, MULTICHOICE, EXACT_MATCH, SIMPLEQA, HLE, EVALPLUS, INSTRUCTION_FOLLOWING, LIVECODEBENCH)
+_TYPES += (RULER, AALCR)
 
 SCORING_TYPES: dict[str, ScoringType] = {t.name: t for t in _TYPES}
 
