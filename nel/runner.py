@@ -23,7 +23,7 @@ from nel.loop import EvalResult, run_evaluation
 from nel.progress import Reporter
 from nel.rundir import RunDir, RunInfo, open_run
 from nel.sharding import Shard
-from nel.solvers import ChatSolver
+from nel.solvers import make_solver
 from nel.spec import ModelSpec, RunSpec
 
 
@@ -103,7 +103,7 @@ async def run_spec(
             await env.seed(0)
         return await run_evaluation(
             env,
-            ChatSolver(client),
+            make_solver(env.solver, client),
             n_repeats=spec.repeats,
             max_problems=spec.max_problems,
             output_dir=spec.output_dir,

@@ -7,9 +7,11 @@ the same loop; every call goes through `ModelClient` and is returned in
 
 from __future__ import annotations
 
+import importlib
 from typing import Protocol, runtime_checkable
 
 from nel.client import ModelClient
+from nel.errors import ConfigError
 from nel.types import Message, SolveResult, Task
 
 
@@ -63,3 +65,16 @@ class ChatSolver:
             calls=(completion,),
             reasoning_content=completion.reasoning_content,
         )
+
+
+# What an environment may ask for (``EvalEnvironment.solver``): a name -> "module:Class", loaded on use.
+SOLVERS = {"chat": "nel.solvers:ChatSolver", "scicode": "nel.solvers_scicode:SciCodeSolver"}
+
+
+def make_solver(kind: str, client: ModelClient) -> Solver:
+    """The solver an environment names (``chat`` for one completion per task)."""
+    if kind not in SOLVERS:
+        raise ConfigError(f"unknown solver {kind!r}; known: {', '.join(SOLVERS)}")
+    module, _, name = SOLVERS[kind].partition(":")
+    solver: Solver = getattr(importlib.import_module(module), name)(client)
+    return solver

@@ -17,6 +17,7 @@ from typing import Any
 from nel.errors import UnknownBenchmarkError, suggest
 from nel.skills import converters as cv
 from nel.skills import livecodebench as lcb
+from nel.skills import scicode
 from nel.skills.scoring_types import ScoringType, find_scoring_type
 
 Row = dict[str, Any]
@@ -55,6 +56,7 @@ class Benchmark:
     extract_regex: str | None = None
     judge_prompt_config: str | None = None
     not_runnable: str | None = None
+    solver: str = "chat"  # what answers a problem (nel.solvers.SOLVERS): "scicode" asks step by step
 
     @property
     def scoring(self) -> ScoringType | None:
@@ -172,14 +174,18 @@ _ENTRIES: tuple[Benchmark, ...] = (
                       for name in lcb.RELEASE_FILES["v6"]),
         convert=lcb.livecodebench_rows,
     ),
+    # --- scicode: data and prompts in nel/skills/scicode.py, solver nel/solvers_scicode.py, grading nel/scoring/scicode.py
     Benchmark(
-        name="scicode", title="SciCode", metrics_type="scicode", prompt_config="eval/scicode/default",
-        eval_split="test_aai", num_problems=80,
-        sources=(Source(f"{_HF}/SciCode1/SciCode/raw/main/problems_dev.jsonl", "scicode/problems_dev.jsonl"),
-                 Source(f"{_HF}/SciCode1/SciCode/raw/main/problems_test.jsonl", "scicode/problems_test.jsonl")),
-        convert=cv.concat_rows,
-        not_runnable="multi-step generation (each sub-step's code feeds the next prompt) and HDF5 test "
-        "targets; nel's loop and scorers do not do that yet; `nel prepare scicode` works",
+        name="scicode", title="SciCode (dev + test)", metrics_type="scicode", prompt_config="eval/scicode/default",
+        eval_split="test_aai", num_problems=80, solver="scicode",
+        required_fields=("problem_id", "sub_steps", "required_dependencies", "prefilled_steps"),
+        sources=(Source(f"{_HF}/SciCode1/SciCode/raw/main/problems_dev.jsonl", "scicode/problems_dev.jsonl",
+                        package=("scicode", "data/problems_dev.jsonl")),
+                 Source(f"{_HF}/SciCode1/SciCode/raw/main/problems_test.jsonl", "scicode/problems_test.jsonl",
+                        package=("scicode", "data/problems_all.jsonl")),
+                 *(Source(f"{_RAW}/scicode-bench/SciCode/main/eval/data/{name}", f"scicode/{name}",
+                          package=("scicode", f"data/{name}")) for name in scicode.PREFILLED_FILES)),
+        convert=scicode.scicode_rows,
     ),
     Benchmark(
         name="swe-bench", title="SWE-bench Verified", metrics_type="swe-bench", prompt_config=None,

