@@ -82,13 +82,14 @@ def test_reference_passes_broken_fails_wrong_and_slow_get_their_verdicts(
     slow = [dict(p) for p in reference]
     slow[1]["38.1"] = slow[1]["38.1"] + "\n\nimport time\n_cross = cross\ndef cross(a, b):\n" \
         "    time.sleep(5)\n    return _cross(a, b)\n"  # fmt: skip
-    good, bad, off, late = (grade(rows, r, h5, step_timeout=3.0) for r in (reference, broken, wrong, slow))
+    good = grade(rows, reference, h5)
+    bad, off, late = grade([rows[0], rows[0], rows[1]], [broken[0], wrong[0], slow[1]], h5, step_timeout=3.0)
     assert [g.scores for g in good] == [{"problem_accuracy": 1.0, "subtask_accuracy": 3.0, "num_subtasks": 3.0}] * 2
-    assert [b.scores["subtask_accuracy"] for b in bad] == [0.0, 0.0]
-    steps = {s["step"]: s for s in off[0].details["steps"]}
-    assert steps["29.2"]["status"] == "wrong_answer" and off[0].scores["subtask_accuracy"] == 2.0  # 29.3 recomputes
-    timed = {s["step"]: s["status"] for s in late[1].details["steps"]}
-    assert timed["38.1"] == "timeout" and late[1].scores["problem_accuracy"] == 0.0
+    assert bad.scores["subtask_accuracy"] == 0.0
+    steps = {s["step"]: s for s in off.details["steps"]}
+    assert steps["29.2"]["status"] == "wrong_answer" and off.scores["subtask_accuracy"] == 2.0  # 29.3 recomputes
+    timed = {s["step"]: s["status"] for s in late.details["steps"]}
+    assert timed["38.1"] == "timeout" and late.scores["problem_accuracy"] == 0.0
 
 
 def test_missing_test_data_is_one_clear_error(tmp_path: Path) -> None:
@@ -147,3 +148,30 @@ def get_prompt(row: dict[str, Any], index: int, sent: str) -> str:
 
     code = [extract_step_code(_answer(s["ground_truth_code"])) for s in row["sub_steps"]]
     return get_prompt_config("eval/scicode/default").user.format(**step_fields(row, index, code, True))
+
+
+@needs_numpy
+def test_python_m_nel_launch_end_to_end(tmp_path: Path, rows: list[dict[str, Any]], h5: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    write_jsonl_atomic(data / "scicode" / "test_aai.jsonl", rows)
+
+    def answer(body: dict[str, Any]) -> Rule:
+        row, i = _step_of(body["messages"][-1]["content"], rows)
+        return Rule(content=_answer(row["sub_steps"][i]["ground_truth_code"]))
+
+    root = Path(__file__).resolve().parents[1]
+    with ModelServer(answer_fn=answer) as server:
+        done = subprocess.run(
+            [sys.executable, "-m", "nel.launch", "bench=skills/scicode", f"model.url={server.base_url}",
+             "model.model_id=m", f"data_dir={data}", f"output_root={tmp_path}", "hydra/launcher=basic"],
+            capture_output=True, text=True, timeout=300, cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root), "NEL_SCICODE_TEST_DATA": str(h5)},
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (metrics_file,) = tmp_path.rglob("metrics.json")
+    metrics = json.loads(metrics_file.read_text())["scicode"]["pass@1"]
+    assert (metrics["problem_accuracy"], metrics["subtask_accuracy"]) == (100.0, 100.0)

@@ -192,7 +192,7 @@ _ENTRIES: tuple[Benchmark, ...] = (
         eval_split="default", num_problems=500,
         sources=(Source(f"{_HF}/princeton-nlp/SWE-bench_Verified", "swe-bench/"),),
         not_runnable="agentic: needs a repository-editing agent and a Docker image per instance to run the "
-        "tests; a single chat completion cannot solve it",
+        "tests; a single chat completion cannot solve it (the path: docs/benchmarks.md)",
     ),
     Benchmark(
         name="bfcl_v3", title="BFCL v3", metrics_type="bfcl", prompt_config=None,
