@@ -56,8 +56,9 @@ def __nel_plain(value, depth=0):
     if isinstance(value, numpy.ndarray):
         flat = [__nel_plain(v, depth + 1) for v in value.ravel().tolist()]
         return {{"$nel": "ndarray", "dtype": value.dtype.str, "shape": list(value.shape), "data": flat}}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return type(value)(__nel_plain(v, depth + 1) for v in value)
+    for kind in (list, tuple, set, frozenset):  # subclasses (a namedtuple) travel as the base type
+        if isinstance(value, kind):
+            return kind(__nel_plain(v, depth + 1) for v in value)
     if isinstance(value, dict):
         return {{__nel_plain(k, depth + 1): __nel_plain(v, depth + 1) for k, v in value.items()}}
     sparse = sys.modules.get("scipy.sparse")
