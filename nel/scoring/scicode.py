@@ -20,8 +20,10 @@ metrics (``subtask_accuracy`` over all sub-steps, ``num_problems``, ``num_subtas
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ import numpy as np
 
 from nel.errors import ConfigError, ScoringError
 from nel.execution import harness
-from nel.execution.sandbox import LocalSandbox, SandboxLimits
+from nel.execution.sandbox import LocalSandbox, SandboxLimits, sandbox_capabilities
 from nel.execution.testcases import Program, run_test_cases
 from nel.metrics import MetricInputs, Metrics
 from nel.scoring.scicode_plan import HELPERS, HOLE, NEL_MODULES, TestPlan, UnsupportedTest, plan_test
@@ -94,14 +96,26 @@ def test_data_path() -> Path:
 
 
 def test_data_missing() -> str | None:
-    """Why SciCode cannot be graded here (no ``test_data.h5``), or None."""
+    """Why SciCode cannot be graded here (no ``test_data.h5``, or a sandbox without numpy), or None."""
     path = test_data_path()
-    if path.is_file():
-        return None
-    return (
-        f"SciCode's numeric test data is not at {path}: download test_data.h5 as SciCode's README says "
-        f"and point {TEST_DATA_ENV} at it"
-    )
+    if not path.is_file():
+        return (
+            f"SciCode's numeric test data is not at {path}: download test_data.h5 as SciCode's README says "
+            f"and point {TEST_DATA_ENV} at it"
+        )
+    python = sandbox_capabilities().python
+    if not _imports_numpy(python):
+        return (
+            f"SciCode's programs need numpy, scipy and sympy in the sandbox's interpreter {python}: "
+            "install them there (tools/setup.sh does, with Debian's python3-numpy python3-scipy python3-sympy)"
+        )
+    return None
+
+
+@functools.cache
+def _imports_numpy(python: str) -> bool:
+    probe = [python, "-I", "-c", "import numpy, scipy, sympy"]
+    return subprocess.run(probe, capture_output=True, check=False, timeout=60).returncode == 0
 
 
 def _rebuild(tag: str, value: dict[Any, Any]) -> Any:
