@@ -8,8 +8,12 @@
   here by running ``check`` on the canonical solution, in this process: dataset code only) and
   whose ``plus_input`` are those arguments again, so the wire format, the comparisons and the
   time limits see all 164 problems' real values.
+* ``--scicode-dev``: SciCode's 15 dev problems (the ones with public ground truth) answered with it,
+  step by step, against targets made from the same ground truth in this process
+  (``tests/scicode_fixture.py``; SciCode's real ``test_data.h5`` is a separate download): every
+  upstream test form through the split, the sandbox and the wire format.
 
-    .venv/bin/python benchmarks/canonical_code.py [--slots 4]
+    .venv/bin/python benchmarks/canonical_code.py [--slots 4] [--scicode-dev]
 """
 
 from __future__ import annotations
@@ -79,10 +83,38 @@ async def evalplus(rows: list[dict[str, Any]], slots: int) -> tuple[int, int, in
     return base, plus, len(rows), failed
 
 
+async def scicode_dev(slots: int, folder: Path) -> None:
+    from nel.scoring.scicode import SciCodeGrader
+    from nel.skills.catalog import get_benchmark
+    from nel.skills.prepare import prepare
+    from tests import scicode_fixture as fx
+
+    rows = [json.loads(line) for line in prepare(get_benchmark("scicode"), folder, show_progress=False).open()][:15]
+    steps = passed = solved = 0
+    for row in rows:
+        t0 = time.monotonic()
+        h5 = fx.write_test_data(folder / f"{row['problem_id']}.h5", [row])
+        made = time.monotonic() - t0
+        result = await SciCodeGrader(LocalSandbox(slots), h5_path=h5).score(row, json.dumps(fx.ground_truth_programs(row)))
+        steps, passed = steps + int(result.scores["num_subtasks"]), passed + int(result.scores["subtask_accuracy"])
+        solved += int(result.scores["problem_accuracy"])
+        missed = [(s["step"], s["status"]) for s in result.details["steps"] if s["status"] != "passed"]
+        print(f"  SciCode {row['problem_id']}: targets {made:.0f} s, graded {time.monotonic() - t0 - made:.0f} s, "
+              f"missed {missed}")  # fmt: skip
+    print(f"SciCode dev ground truth: {passed}/{steps} sub-steps, {solved}/{len(rows)} problems")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--slots", type=int, default=4)
+    parser.add_argument("--scicode-dev", action="store_true")
     args = parser.parse_args()
+    if args.scicode_dev:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            asyncio.run(scicode_dev(args.slots, Path(folder)))
+        return
     t0 = time.monotonic()
     passed, total = asyncio.run(humaneval_base(args.slots))
     print(f"HumanEval canonical, HumanEval's check (two sandboxes): {passed}/{total} ({time.monotonic() - t0:.0f} s)")
