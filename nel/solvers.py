@@ -71,10 +71,10 @@ class ChatSolver:
 SOLVERS = {"chat": "nel.solvers:ChatSolver", "scicode": "nel.solvers_scicode:SciCodeSolver"}
 
 
-def make_solver(kind: str, client: ModelClient) -> Solver:
-    """The solver an environment names (``chat`` for one completion per task)."""
+def make_solver(kind: str, client: ModelClient, **options: object) -> Solver:
+    """The solver an environment names (``chat`` for one completion per task), built with ``options``."""
     if kind not in SOLVERS:
         raise ConfigError(f"unknown solver {kind!r}; known: {', '.join(SOLVERS)}")
     module, _, name = SOLVERS[kind].partition(":")
-    solver: Solver = getattr(importlib.import_module(module), name)(client)
+    solver: Solver = getattr(importlib.import_module(module), name)(client, **options)
     return solver

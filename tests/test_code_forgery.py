@@ -3,7 +3,9 @@
 The first four are the ones that scored 1.0 when the verdict was decided inside the model's
 process (issue 10); ``test_the_forgeries_are_real`` shows they still do in the one-program
 fallback (a remote sandbox), so this file has teeth. The rest attack the two-sandbox design
-itself: the channel, the wire format, the harness, the checker, the clock, the files.
+itself: the channel, the wire format, the harness, the checker, the clock, the files. The same kind
+of attempts follow against LiveCodeBench, MBPP+ (EvalPlus rows: outputs compared in nel) and SciCode
+(the HDF5 targets and the asserts stay in nel).
 """
 
 from __future__ import annotations
