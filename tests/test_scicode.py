@@ -134,7 +134,7 @@ def test_nel_eval_run_end_to_end(
     metrics = json.loads((out / "metrics.json").read_text())["scicode"]["pass@1"]
     assert metrics["problem_accuracy"] == pytest.approx(50.0)
     assert metrics["subtask_accuracy"] == pytest.approx(500 / 6)
-    assert (metrics["num_problems"], metrics["num_subtasks"]) == (2, 6)
+    assert (metrics["num_problems"], metrics["num_subtasks"], metrics["no_answer"]) == (2, 6, 0.0)
 
 
 def _answer(code: str) -> str:

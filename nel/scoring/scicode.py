@@ -205,7 +205,8 @@ class SciCodeGrader:
             "num_subtasks": float(len(asked)),
         }  # fmt: skip
         details = {"problem_id": row.get("problem_id"), "steps": steps, "verdict_by": "nel"}
-        return VerifyResult(scores["problem_accuracy"], None, details, scores)
+        answered = any(isinstance(p, str) and p != OUT_OF_CONTEXT for p in programs.values())
+        return VerifyResult(scores["problem_accuracy"], response if answered else None, details, scores)
 
     async def _step(self, row: dict[str, Any], index: int, program: Any) -> dict[str, Any]:
         step = row["sub_steps"][index]
