@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 
+from nel.errors import ConfigError
 from nel.execution.sandbox import LocalSandbox
 from nel.scoring.code import score_humaneval
 from nel.scoring.evalplus import EvalPlusGrader
@@ -20,7 +21,9 @@ class HumanEvalRowScorer:
         self._plus: EvalPlusGrader | None = None
 
     async def score(self, response: str, row: Row, *, where: str) -> VerifyResult:
-        if "plus_input" in row and isinstance(self.executor, LocalSandbox):
+        if "plus_input" in row:
+            if not isinstance(self.executor, LocalSandbox):  # plus tests are fed one input at a time
+                raise ConfigError(f"{where}: EvalPlus rows need the local sandbox, not {type(self.executor).__name__}")
             if self._plus is None:
                 self._plus = EvalPlusGrader(self.executor)
             return await self._plus.score(row, response)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from nel.errors import ConfigError
 from nel.execution.sandbox import LocalSandbox
 from nel.scoring.scicode import SciCodeGrader, scicode_metrics, test_data_missing
 from nel.skills.scoring_types.base import Package, Row, ScoringOptions, ScoringType
@@ -14,7 +15,9 @@ class SciCodeRowScorer:
     def __init__(self, options: ScoringOptions) -> None:
         self.options = options
         executor = options.executor
-        self.sandbox = executor if isinstance(executor, LocalSandbox) else LocalSandbox(os.cpu_count() or 1)
+        if executor is not None and not isinstance(executor, LocalSandbox):
+            raise ConfigError(f"skills://{options.benchmark} needs the local sandbox (its tests talk to the program)")
+        self.sandbox = executor or LocalSandbox(os.cpu_count() or 1)
         self.grader = SciCodeGrader(self.sandbox)
 
     async def score(self, response: str, row: Row, *, where: str) -> VerifyResult:
