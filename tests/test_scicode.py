@@ -175,3 +175,13 @@ def test_python_m_nel_launch_end_to_end(tmp_path: Path, rows: list[dict[str, Any
     (metrics_file,) = tmp_path.rglob("metrics.json")
     metrics = json.loads(metrics_file.read_text())["scicode"]["pass@1"]
     assert (metrics["problem_accuracy"], metrics["subtask_accuracy"]) == (100.0, 100.0)
+
+
+def test_a_malformed_problem_names_its_file_and_line(tmp_path: Path) -> None:
+    from nel.errors import DataError
+    from nel.skills.scicode import scicode_rows
+
+    bad = tmp_path / "problems_dev.jsonl"
+    bad.write_text('{"problem_id": "1", "required_dependencies": "", "sub_steps": [{"step_number": "1.1"}]}\n')
+    with pytest.raises(DataError, match=r"problems_dev\.jsonl line 1: a sub-step lacks step_description_prompt"):
+        list(scicode_rows([bad]))

@@ -60,15 +60,18 @@ def scicode_rows(paths: list[Path]) -> Iterator[dict[str, Any]]:
                     yield _row(json.loads(line), prefilled, f"{path.name} line {number}")
 
 
+_STEP_FIELDS = ("step_number", "step_description_prompt", "function_header", "test_cases")
+
+
 def _row(raw: dict[str, Any], prefilled: dict[str, str], where: str) -> dict[str, Any]:
-    try:
-        steps = raw["sub_steps"]
-        numbers = [str(step["step_number"]) for step in steps]
-        for step in steps:
-            step["step_description_prompt"], step["function_header"], step["test_cases"]  # noqa: B018
-        raw["required_dependencies"]  # noqa: B018
-    except (KeyError, TypeError) as exc:
-        raise DataError(f"{where}: not a SciCode problem (lacks {exc})") from exc
+    steps = raw.get("sub_steps")
+    if not isinstance(steps, list) or "problem_id" not in raw or "required_dependencies" not in raw:
+        raise DataError(f"{where}: not a SciCode problem (needs problem_id, required_dependencies, sub_steps)")
+    for step in steps:
+        missing = [name for name in _STEP_FIELDS if name not in step]
+        if missing:
+            raise DataError(f"{where}: a sub-step lacks {', '.join(missing)}")
+    numbers = [str(step["step_number"]) for step in steps]
     raw["prefilled_steps"] = {str(i): prefilled[n] for i, n in enumerate(numbers) if n in prefilled}
     raw["num_subtasks"] = len(steps) - len(raw["prefilled_steps"])
     return raw
