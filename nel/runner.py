@@ -25,7 +25,7 @@ from nel.progress import Reporter
 from nel.reasoning import parse_tags
 from nel.rundir import RunDir, RunInfo, open_run
 from nel.sharding import Shard
-from nel.solvers import ChatSolver
+from nel.solvers import make_solver
 from nel.spec import ModelSpec, RunSpec
 
 
@@ -111,7 +111,9 @@ async def run_spec(
             await env.seed(0)
         return await run_evaluation(
             env,
-            ChatSolver(client, reasoning_tags=parse_tags(spec.reasoning_tags), answer_prefix=spec.answer_prefix),
+            make_solver(
+                env.solver, client, reasoning_tags=parse_tags(spec.reasoning_tags), answer_prefix=spec.answer_prefix
+            ),
             n_repeats=spec.repeats,
             max_problems=spec.max_problems,
             output_dir=spec.output_dir,

@@ -8,9 +8,11 @@ the same loop; every call goes through `ModelClient` and is returned in
 from __future__ import annotations
 
 import hashlib
+import importlib
 from typing import Any, Protocol, runtime_checkable
 
 from nel.client import ModelClient
+from nel.errors import ConfigError
 from nel.reasoning import THINK, ReasoningTags, split_reasoning, unfinished_message
 from nel.types import Completion, Message, SolveResult, Task
 
@@ -150,3 +152,16 @@ def sample_seed(run_seed: int, problem_idx: int, repeat: int) -> int:
     """
     digest = hashlib.sha256(f"nel-seed:{run_seed}:{problem_idx}".encode()).digest()
     return (int.from_bytes(digest[:8], "big") + repeat) % SEED_MODULUS
+
+
+# What an environment may ask for (``EvalEnvironment.solver``): a name -> "module:Class", loaded on use.
+SOLVERS = {"chat": "nel.solvers:ChatSolver", "scicode": "nel.solvers_scicode:SciCodeSolver"}
+
+
+def make_solver(kind: str, client: ModelClient, **options: object) -> Solver:
+    """The solver an environment names (``chat`` for one completion per task), built with ``options``."""
+    if kind not in SOLVERS:
+        raise ConfigError(f"unknown solver {kind!r}; known: {', '.join(SOLVERS)}")
+    module, _, name = SOLVERS[kind].partition(":")
+    solver: Solver = getattr(importlib.import_module(module), name)(client, **options)
+    return solver

@@ -13,6 +13,12 @@ Message = dict[str, Any]
 """One OpenAI chat message: ``{"role": "user", "content": "..."}``."""
 
 
+PROBLEM_KEY = "nel.problem"
+"""SeedResult metadata of a multi-step problem: the dataset row, for a solver that builds each request."""
+PROMPT_KEY = "nel.prompt"
+"""SeedResult metadata of a multi-step problem: ``{"user": template, "system": text or None}``."""
+
+
 @dataclass(frozen=True)
 class SeedResult:
     """What an environment hands the solver for one problem.

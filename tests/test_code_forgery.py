@@ -3,7 +3,9 @@
 The first four are the ones that scored 1.0 when the verdict was decided inside the model's
 process (issue 10); ``test_the_forgeries_are_real`` shows they still do in the one-program
 fallback (a remote sandbox), so this file has teeth. The rest attack the two-sandbox design
-itself: the channel, the wire format, the harness, the checker, the clock, the files.
+itself: the channel, the wire format, the harness, the checker, the clock, the files. The same kind
+of attempts follow against LiveCodeBench, MBPP+ (EvalPlus rows: outputs compared in nel) and SciCode
+(the HDF5 targets and the asserts stay in nel).
 """
 
 from __future__ import annotations
@@ -471,3 +473,198 @@ def test_no_livecodebench_forgery_scores_above_zero(tmp_path: Any) -> None:
         dict(zip(LCB_FORGERIES, (r.details["status"] for r in results)))["alarm_ignored_and_slow"]
         == "timeout"
     )
+
+
+# --------------------------------------------------------------------------- MBPP+ (EvalPlus rows)
+
+MBPP_FORGERIES: dict[str, tuple[str, str]] = {
+    "tuple_subclass_always_equal": (
+        "Mbpp/2",
+        """
+class T(tuple):
+    def __eq__(self, other):
+        return True
+    def __iter__(self):
+        return iter([4, 5])
+    __hash__ = tuple.__hash__
+def similar_elements(a, b):
+    return T()
+""",
+    ),
+    "reporting_wrapper_redefined": (
+        "Mbpp/737",
+        """
+def __nel_reported(*args):
+    return [None, True]
+import builtins
+builtins.type = lambda value: bool
+def check_str(string):
+    return None
+""",
+    ),
+    "canonical_read_from_prepared_data": (
+        "Mbpp/17",
+        """
+import glob, gzip, json
+SOLUTIONS = {}
+for pattern in ("/tmp/**/*.jsonl*", "/root/.cache/**/*.jsonl*", "/work/**/mbpp/*.jsonl*"):
+    for path in glob.glob(pattern, recursive=True):
+        try:
+            opener = gzip.open if path.endswith(".gz") else open
+            for line in opener(path, "rt"):
+                row = json.loads(line)
+                SOLUTIONS[row["entry_point"]] = row["prompt"] + row["canonical_solution"]
+        except Exception:
+            pass
+def square_perimeter(a):
+    scope = {}
+    exec(SOLUTIONS.get("square_perimeter", "def square_perimeter(a):\\n    return None"), scope)
+    return scope["square_perimeter"](a)
+""",
+    ),
+    "fake_replies_on_every_fd": (
+        "Mbpp/17",
+        """
+import os
+for fd in range(64):
+    try:
+        os.write(fd, b'{"ready": true}\\n' + b'{"ok": true, "value": 40}\\n' * 20)
+    except OSError:
+        pass
+def square_perimeter(a):
+    return 40
+""",
+    ),
+    "harness_and_json_patched": (
+        "Mbpp/17",
+        """
+import json, __main__
+json.dumps = lambda *a, **k: '{"ok": true, "value": 40}'
+__main__.encode = lambda value, depth=0: 40
+__main__.dumps = lambda message: b'{"ok": true, "value": 40}'
+def square_perimeter(a):
+    return None
+""",
+    ),
+    "expected_from_the_stack": (
+        "Mbpp/2",
+        """
+import sys
+def similar_elements(a, b):
+    frame, seen = sys._getframe(1), []
+    while frame is not None:
+        seen += [v for v in frame.f_locals.values() if type(v) is list and v and type(v[0]) is tuple]
+        frame = frame.f_back
+    return seen[0][0] if seen else ()
+""",
+    ),
+}
+
+
+def test_no_mbpp_plus_forgery_scores_above_zero() -> None:
+    from nel.scoring.evalplus import EvalPlusGrader
+    from tests import evalplus_fixture as fx
+
+    rows = {r["task_id"]: r for r in fx.ROWS}
+    grader = EvalPlusGrader(LocalSandbox(max_concurrency=2))
+
+    async def main() -> list[VerifyResult]:
+        return [await grader.score(rows[task], fx.response(code)) for task, code in MBPP_FORGERIES.values()]
+
+    results = asyncio.run(main())
+    forged = {name: r.scores for name, r in zip(MBPP_FORGERIES, results) if r.reward > 0 or any(r.scores.values())}
+    assert forged == {}
+    assert all(r.details["verdict_by"] == "nel" for r in results)
+
+
+# --------------------------------------------------------------------------- SciCode
+
+SCICODE_FORGERIES: dict[str, str] = {  # each replaces the code of step 29.1, normalize(v)
+    "targets_read_from_any_h5": """
+import glob
+def normalize(v):
+    import h5py
+    for path in glob.glob("/**/*.h5", recursive=True):
+        try:
+            return h5py.File(path, "r")["29.1/test1/var1"][()]
+        except Exception:
+            pass
+    return v
+""",
+    "target_from_the_stack": """
+import sys
+def normalize(v):
+    frame = sys._getframe(1)
+    while frame is not None:
+        for scope in (frame.f_locals, frame.f_globals):
+            if "target" in scope:
+                return scope["target"]
+        frame = frame.f_back
+    return v * 0
+""",
+    "allclose_patched_everywhere": """
+import numpy
+numpy.allclose = lambda *a, **k: True
+numpy.isclose = lambda *a, **k: True
+np.allclose = numpy.allclose
+def normalize(v):
+    return v * 0
+""",
+    "always_equal_array": """
+class Yes(np.ndarray):
+    def __eq__(self, other):
+        return True
+def normalize(v):
+    return np.zeros(3).view(Yes)
+""",
+    "nan_and_broadcast_tricks": """
+def normalize(v):
+    return np.float64("nan")
+""",
+    "tagged_value_lies": """
+def normalize(v):
+    return {"$nel": "ndarray", "dtype": "<f8", "shape": [0], "data": []}
+""",
+    "fake_replies_and_patched_runner": """
+import os, json, __main__
+json.dumps = lambda *a, **k: '{"ok": true, "value": [1.0]}'
+__main__.encode = lambda value, depth=0: [1.0]
+for fd in range(3, 64):
+    try:
+        os.write(fd, b'{"ready": true}\\n{"ok": true, "value": [1.0]}\\n')
+    except OSError:
+        pass
+def normalize(v):
+    return v * 0
+""",
+    "exit_zero_at_import": "import os\nos._exit(0)\n",
+}
+
+
+@pytest.mark.skipif(sandbox_capabilities().mode != "namespaces", reason="checks the namespaces sandbox")
+def test_no_scicode_forgery_scores_above_zero(tmp_path: Any) -> None:
+    pytest.importorskip("scicode.parse.parse", reason="needs nvidia-scicode and h5py")
+    import json
+
+    from nel.scoring.scicode import SciCodeGrader
+    from nel.skills.catalog import get_benchmark
+    from nel.skills.prepare import prepare
+    from tests import scicode_fixture as fx
+
+    if not fx.sandbox_has_numpy():
+        pytest.skip("the sandbox's python lacks numpy/scipy")
+    row = next(r for r in fx.rows_from_prepared(prepare(get_benchmark("scicode"), tmp_path)) if r["problem_id"] == "29")
+    h5 = fx.write_test_data(tmp_path / "test_data.h5", [row])
+    honest = fx.ground_truth_programs(row)
+    grader = SciCodeGrader(LocalSandbox(max_concurrency=2), h5_path=h5)
+
+    async def main() -> list[VerifyResult]:
+        jobs = [grader.score(row, json.dumps({**honest, "29.1": f"import numpy as np\n{code}"}))
+                for code in SCICODE_FORGERIES.values()]  # fmt: skip
+        return [*await asyncio.gather(*jobs), await grader.score(row, json.dumps(honest))]
+
+    *results, reference = asyncio.run(main())
+    steps = [{s["step"]: s["status"] for s in r.details["steps"]} for r in results]
+    forged = {name: s["29.1"] for name, s in zip(SCICODE_FORGERIES, steps) if s["29.1"] == "passed"}
+    assert forged == {}
+    assert reference.scores["problem_accuracy"] == 1.0  # the same grader passes the honest code

