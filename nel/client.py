@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email.utils
+import hashlib
 import os
 import random
 import time
@@ -182,6 +183,14 @@ class ModelClient:
         if cache_key is not None and (hit := await self.from_cache(cache_key, _parse_completion)) is not None:
             return hit
         return await self._send(self._url, body, _parse_completion, tuple(body["messages"]), cache_key)
+
+    def sample_overrides(self, sample: tuple[int, int]) -> dict[str, Any]:
+        """Body parameters of one sample (problem_idx, repeat): its own ``seed`` when the run has
+        one, so the repeats of a problem are distinct samples, each reproducible (`sample_seed`)."""
+        seed = self.sampling.get("seed")
+        if isinstance(seed, int) and not isinstance(seed, bool):
+            return {"seed": sample_seed(seed, *sample)}
+        return {}
 
     # The response cache, for every route (chat, completions, ...): a method builds its body, asks
     # `from_cache` before its first attempt and hands `to_cache` the 200 body that parsed.
@@ -393,3 +402,19 @@ def _snippet(raw: bytes, secrets: Iterable[str], limit: int = 300) -> str:
     """The start of a reply body for a message; scrubbed before it is cut, so no key prefix survives."""
     text = redact(raw.decode("utf-8", errors="replace").strip().replace("\n", " "), secrets)
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+SEED_MODULUS = 2**31
+"""Derived seeds stay in [0, 2**31): every server's seed type (vLLM, SGLang, OpenAI) holds them."""
+
+
+def sample_seed(run_seed: int, problem_idx: int, repeat: int) -> int:
+    """The request seed of sample (problem_idx, repeat) of a run with ``--seed run_seed``.
+
+    A per-problem base from a hash, plus the repeat: the repeats of one problem always get
+    distinct seeds (consecutive ones), and two runs with different ``--seed`` share no seeds
+    beyond chance, which ``run_seed + repeat`` would not give (--seed 1 and --seed 2 would
+    share every sample but one). docs/cli.md states the formula.
+    """
+    digest = hashlib.sha256(f"nel-seed:{run_seed}:{problem_idx}".encode()).digest()
+    return (int.from_bytes(digest[:8], "big") + repeat) % SEED_MODULUS

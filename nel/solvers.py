@@ -7,7 +7,6 @@ the same loop; every call goes through `ModelClient` and is returned in
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 from typing import Any, Protocol, runtime_checkable
 
@@ -85,10 +84,7 @@ class ChatSolver:
     def sample_overrides(self, task: Task) -> dict[str, Any]:
         """Body parameters of this one sample: its own ``seed`` when the run has one, so the
         repeats of a problem are distinct samples, each reproducible (`sample_seed`)."""
-        seed = self.client.sampling.get("seed")
-        if isinstance(seed, int) and not isinstance(seed, bool):
-            return {"seed": sample_seed(seed, task.problem_idx, task.repeat)}
-        return {}
+        return self.client.sample_overrides((task.problem_idx, task.repeat))
 
     async def aclose(self) -> None:
         """Release pooled connections; the client reconnects if it is used again."""
@@ -136,22 +132,6 @@ def _text_prompt(messages: tuple[Message, ...]) -> str:
     (assistant) prefix after one space, so RULER's prompt reads as its base template writes it."""
     *head, prefix = messages
     return "\n\n".join(str(m.get("content") or "") for m in head) + " " + str(prefix.get("content") or "")
-
-
-SEED_MODULUS = 2**31
-"""Derived seeds stay in [0, 2**31): every server's seed type (vLLM, SGLang, OpenAI) holds them."""
-
-
-def sample_seed(run_seed: int, problem_idx: int, repeat: int) -> int:
-    """The request seed of sample (problem_idx, repeat) of a run with ``--seed run_seed``.
-
-    A per-problem base from a hash, plus the repeat: the repeats of one problem always get
-    distinct seeds (consecutive ones), and two runs with different ``--seed`` share no seeds
-    beyond chance, which ``run_seed + repeat`` would not give (--seed 1 and --seed 2 would
-    share every sample but one). docs/cli.md states the formula.
-    """
-    digest = hashlib.sha256(f"nel-seed:{run_seed}:{problem_idx}".encode()).digest()
-    return (int.from_bytes(digest[:8], "big") + repeat) % SEED_MODULUS
 
 
 # What an environment may ask for (``EvalEnvironment.solver``): a name -> "module:Class", loaded on use.

@@ -22,7 +22,6 @@ from nel.client import ModelClient
 from nel.errors import ConfigError, ModelCallError
 from nel.reasoning import THINK, ReasoningTags, split_reasoning
 from nel.skills.scicode import OUT_OF_CONTEXT, extract_step_code, step_fields, step_key
-from nel.solvers import sample_seed
 from nel.types import PROBLEM_KEY, PROMPT_KEY, Completion, Message, SolveResult, Task
 
 __all__ = ["SciCodeSolver"]
@@ -69,8 +68,7 @@ class SciCodeSolver:
         messages: tuple[Message, ...] = ()
         out_of_context = False
         sample = (task.problem_idx, task.repeat)  # each step's request differs, so each is its own cache entry
-        seed = self.client.sampling.get("seed")
-        overrides = {"seed": sample_seed(seed, *sample)} if isinstance(seed, int) and not isinstance(seed, bool) else {}
+        overrides = self.client.sample_overrides(sample)
         for index in range(len(steps)):
             if str(index) in prefilled:
                 code[index] = prefilled[str(index)]

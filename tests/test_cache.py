@@ -15,9 +15,8 @@ import pytest
 
 from nel.cache import ResponseCache
 from nel.cli import main
-from nel.client import ModelClient
+from nel.client import ModelClient, sample_seed
 from nel.errors import ModelCallError
-from nel.solvers import sample_seed
 from nel.testing.model_server import ModelServer, Rule
 from tests.test_cli import gsm8k_answerer, run_args
 
