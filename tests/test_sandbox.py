@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import socket
 import subprocess
 import tempfile
@@ -559,8 +560,13 @@ def test_parallel_runs_are_independent() -> None:
 
 @needs_uid_drop
 def test_cancelled_run_leaves_nothing_behind() -> None:
+    # A token in the processes' command lines tells this run's processes from other sandboxes
+    # that may run on the machine at the same time.
+    token = f"{60 + secrets.randbelow(10**6) / 10**7:.7f}"
+    code = f"import os\nos.fork()\nos.execvp('sleep', ['sleep', '{token}'])"
+
     async def main() -> None:
-        task = asyncio.create_task(run_code("import os, time\nos.fork()\ntime.sleep(60)", timeout=60))
+        task = asyncio.create_task(run_code(code, timeout=60))
         await asyncio.sleep(1.0)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -568,14 +574,22 @@ def test_cancelled_run_leaves_nothing_behind() -> None:
 
     before = {p.name for p in Path(tempfile.gettempdir()).glob("nel-sandbox-*")}
     asyncio.run(main())
-    time.sleep(0.5)
-    left = [
-        pid
-        for pid in os.listdir("/proc")
-        if pid.isdigit() and _uid_of(pid) is not None and 200_000 <= _uid_of(pid) < 300_000  # type: ignore[operator]
-    ]
-    assert left == []
+
+    def left() -> list[str]:
+        return [pid for pid in os.listdir("/proc") if pid.isdigit() and _cmdline(pid) == ["sleep", token]]
+
+    deadline = time.monotonic() + 10  # the kill is sent before cancel returns; reaping may lag
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert left() == []
     assert {p.name for p in Path(tempfile.gettempdir()).glob("nel-sandbox-*")} <= before
+
+
+def _cmdline(pid: str) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+    except OSError:
+        return []
 
 
 def _uid_of(pid: str) -> int | None:
