@@ -21,4 +21,7 @@ pip install -e ".[$extras]"
 # LiveCodeBench's own grader, the reference of tests/test_livecodebench.py's parity test; its
 # metadata pulls every model provider's SDK, which neither nel nor the grader needs.
 pip install --no-deps "nvidia-livecodebench==26.3"
+# IFEval's instruction checkers (lm_eval/tasks/ifeval/); its metadata pulls datasets and torch chains, which
+# the checkers do not import (their needs, nltk, langdetect and immutabledict, are in the `if` extra).
+pip install --no-deps "lm-eval==0.4.13"
 echo "nel is set up in $(pwd)/.venv ($(.venv/bin/nel --version))"
