@@ -253,7 +253,11 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def _run(tmp_path: Path, data_dir: Path, responses: dict[int, str], name: str) -> dict[str, Any]:
     def answer(body: dict[str, Any]) -> Rule:
         text = body["messages"][-1]["content"]
-        return Rule(content=responses[next(r["key"] for r in ROWS if r["prompt"] == text)])
+        # reasoning that breaks every instruction: only the answer is scored
+        thought = "Hmm, Let me THINK, about it: no JSON, no title, in English."
+        return Rule(
+            content=responses[next(r["key"] for r in ROWS if r["prompt"] == text)], reasoning_content=thought
+        )
 
     out = tmp_path / name
     with ModelServer(answer_fn=answer) as server:
