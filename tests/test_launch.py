@@ -32,7 +32,7 @@ from nel.testing.model_server import ModelServer, Rule
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "sk-launch-test-secret-never-on-disk-8f3a"
 BENCHMARKS = ("gsm8k", "math-500", "aime24", "aime25", "hmmt_feb25", "gpqa", "mmlu", "mmlu-pro", "simpleqa",
-              "human-eval", "ifbench")  # fmt: skip
+              "human-eval", "ifbench", "ifeval")  # fmt: skip
 N_PROBLEMS = 12
 
 

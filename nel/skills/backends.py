@@ -82,7 +82,7 @@ class NativeBackend:
         if self.bench.scoring is None:
             known = ", ".join(sorted(SCORING_TYPES))
             return f"nel has no scorer for METRICS_TYPE {self.metrics_type!r} (has: {known})"
-        return self.bench.scoring.missing()
+        return self.bench.scoring.missing(self.bench.eval_type)
 
     def build_messages(
         self, row: Row, *, where: str, user_template: str | None, system: str | None
@@ -108,6 +108,7 @@ class NativeBackend:
         options = ScoringOptions(
             benchmark=self.name,
             metrics_type=self.metrics_type,
+            eval_type=self.bench.eval_type,
             extract_regex=self.bench.extract_regex,
             judge=judge,
             judge_template=get_prompt_config(judge_config).user if judge_config else None,

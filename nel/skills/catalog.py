@@ -59,6 +59,7 @@ class Benchmark:
     needs: tuple[str, ...] = ()
     """What preparing it needs besides its sources (``nel list`` shows it until it is prepared)."""
     solver: str = "chat"  # what answers a problem (nel.solvers.SOLVERS): "scicode" asks step by step
+    eval_type: str | None = None  # NeMo-Skills' ++eval_type where one METRICS_TYPE has several evaluators
 
     @property
     def scoring(self) -> ScoringType | None:
@@ -168,16 +169,14 @@ _ENTRIES: tuple[Benchmark, ...] = (
         required_fields=("question", "instruction_id_list", "kwargs"),
         sources=(Source(f"{_RAW}/allenai/IFBench/refs/heads/main/data/IFBench_test.jsonl", "ifbench/IFBench_test.jsonl",
                         package=("ifbench", "data/IFBench_test.jsonl")),),
-        convert=cv.question_from_prompt_rows,
+        convert=cv.question_from_prompt_rows, eval_type="ifbench",
     ),
     Benchmark(
         name="ifeval", title="IFEval", metrics_type="if", prompt_config="generic/default", num_problems=541,
         required_fields=("question", "instruction_id_list", "kwargs"),
         sources=(Source(f"{_RAW}/google-research/google-research/master/instruction_following_eval/data/"
                         "input_data.jsonl", "ifeval/input_data.jsonl"),),
-        convert=cv.question_from_prompt_rows,
-        not_runnable="IFEval's instruction checkers (google-research instruction_following_eval) are not on "
-        "the package index and nel has no port of them yet; `nel prepare ifeval` works",
+        convert=cv.question_from_prompt_rows, eval_type="if",  # checkers: lm-eval's copy of google-research's
     ),
     # --- livecodebench: data in nel/skills/livecodebench.py, grading in nel/scoring/livecodebench.py
     Benchmark(

