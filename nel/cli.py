@@ -40,6 +40,8 @@ DELEGATED = {
     "sweep": ("nel.sweep", "sweep_main", "submit what a sweep file lists and is not done yet (for cron)"),
     "show": ("nel.summary", "show_main", "print the summary table of a reduced run"),
     "compare": ("nel.compare", "compare_main", "paired test of two runs on the same problems"),
+    "rescore": ("nel.rescore", "rescore_main", "score a run's stored responses again, without model calls"),
+    "report": ("nel.report", "report_main", "write a self-contained HTML report of one run (or two: compared)"),
 }
 
 

@@ -271,7 +271,7 @@ class _ShardRun:
         except Exception as exc:
             row.error_kind, row.error = "scoring_error", f"{type(exc).__name__}: {exc}"
         else:
-            _verdict_fields(row, verdict, self.env.score_names)
+            verdict_fields(row, verdict, self.env.score_names)
         row.verify_time_s = time.perf_counter() - t0
 
 
@@ -342,7 +342,7 @@ def _failed_call(row: TrajectoryRow, exc: ModelCallError) -> None:
     row.attempt_latencies_s = exc.attempt_latencies_s
 
 
-def _verdict_fields(row: TrajectoryRow, verdict: VerifyResult, score_names: tuple[str, ...]) -> None:
+def verdict_fields(row: TrajectoryRow, verdict: VerifyResult, score_names: tuple[str, ...]) -> None:
     scores = verdict.scores or {score_names[0]: float(verdict.reward)}
     row.reward = float(verdict.reward)
     row.correct = verdict.correct

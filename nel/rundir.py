@@ -9,6 +9,8 @@
       deployment/                 logs of model servers nel started for a shard
       launch/ slurm/              the launcher's records and submitit's job logs
       metrics.json runtime.json trajectories.parquet report.txt   (written by the reducer)
+      report.html                 `nel report` (nel.report), when no --out is given
+      rescored/<scorer version>/  `nel rescore` (nel.rescore): a run dir of the same rows, scored again
 
 Every shard of a run opens the same run.json: the first creates it, the others check
 that their config matches, so a clash is caught before any request is sent. No other
@@ -124,6 +126,18 @@ class RunDir:
     def report(self) -> Path:
         return self.root / "report.txt"
 
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def rescores(self) -> Path:
+        return self.root / "rescored"
+
+    def rescore(self, scorer_version: str) -> Path:
+        """The default run dir of a rescore with ``scorer_version`` (a rescore is a run dir itself)."""
+        return self.rescores / scorer_version
+
     def shard(self, idx: int, total: int) -> ShardDir:
         return ShardDir(self.shards / f"shard-{idx:05d}-of-{total:05d}")
 
@@ -143,9 +157,9 @@ class RunDir:
 
     def clear(self) -> None:
         """Remove what nel wrote into the run dir (and nothing else)."""
-        for directory in (self.shards, self.deployment, self.launch, self.slurm):
+        for directory in (self.shards, self.deployment, self.launch, self.slurm, self.rescores):
             shutil.rmtree(directory, ignore_errors=True)
-        for path in (self.run_file, self.metrics, self.runtime, self.trajectories, self.report):
+        for path in (self.run_file, self.metrics, self.runtime, self.trajectories, self.report, self.report_html):
             path.unlink(missing_ok=True)
 
 

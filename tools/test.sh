@@ -11,6 +11,12 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ "${NEL_SKIP_SLURM:-0
   bash tools/slurm_up.sh
   export NEL_REQUIRE_SLURM=${NEL_REQUIRE_SLURM:-1}
 fi
+# nel report's browser test (tests/test_report.py) drives Debian's chromium headless; where it is
+# installed here, the test must run, not skip.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+  export NEL_REQUIRE_BROWSER=${NEL_REQUIRE_BROWSER:-1}
+fi
 .venv/bin/ruff check nel tests benchmarks
 .venv/bin/mypy nel
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
