@@ -81,6 +81,7 @@ def _part(rng: np.random.Generator, first_key: int, n: int, shard: int, shards: 
         "attempt_latencies_s": pa.array([[0.5]] * n, pa.list_(pa.float64())),
         "verify_time_s": pa.array(rng.gamma(2.0, 0.001, n)), "error_kind": pa.array(["none"] * n),
         "error": pa.nulls(n, pa.string()),
+        "tool_calls": pa.nulls(n, pa.string()), "cached_calls": pa.array(np.zeros(n, np.int32)),
         "started_at": pa.array(started).cast(pa.timestamp("us", tz="UTC")),
         "finished_at": pa.array(started + 500_000).cast(pa.timestamp("us", tz="UTC")),
     }  # fmt: skip

@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 import nel
 from nel.environments.base import EvalEnvironment
 from nel.errors import ConfigError, IncompleteRunError, RunConflictError
-from nel.loop import verdict_fields as verdict_fields  # the loop's own mapping of a verdict to a row
+from nel.loop import verdict_fields  # the loop's own mapping of a verdict to a row
 from nel.reduce import reduce_run
 from nel.rundir import RunDir, atomic_file, data_digest, read_progress, read_run, write_json_atomic
 from nel.runner import build_client, build_environment
