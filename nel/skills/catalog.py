@@ -192,6 +192,15 @@ _ENTRIES: tuple[Benchmark, ...] = (
         "context length, and prompting needs a completions endpoint with an assistant prefix; not built",
     ),
     Benchmark(
+        name="arena-hard", title="Arena-Hard v0.1", metrics_type="arena", prompt_config="generic/default",
+        num_problems=500, required_fields=("question", "baseline_answer"), judge_prompt_config="judge/arena",
+        sources=(Source(f"{_RAW}/lm-sys/arena-hard-auto/main/data/arena-hard-v0.1/question.jsonl",
+                        "arena-hard/question.jsonl"),
+                 Source(f"{_RAW}/lm-sys/arena-hard-auto/main/data/arena-hard-v0.1/model_answer/gpt-4-0314.jsonl",
+                        "arena-hard/gpt-4-0314.jsonl")),
+        convert=cv.arena_hard_rows,
+    ),
+    Benchmark(
         name="aalcr", title="AA-LCR", metrics_type="aalcr", prompt_config="generic/default", num_problems=100,
         judge_prompt_config="judge/aalcr",
         sources=(Source(f"{_HF}/ArtificialAnalysis/AA-LCR/resolve/main/extracted_text/AA-LCR_extracted-text.zip",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from nel.errors import ConfigError, suggest
 from nel.metrics import MetricsHook
+from nel.skills.scoring_types.arena import ARENA
 from nel.skills.scoring_types.base import (
     Package,
     RowScorer,
@@ -35,7 +36,7 @@ __all__ = [
     "scoring_type",
 ]
 
-_TYPES = (MATH, MULTICHOICE, EXACT_MATCH, SIMPLEQA, HLE, EVALPLUS, INSTRUCTION_FOLLOWING, LIVECODEBENCH)
+_TYPES = (MATH, MULTICHOICE, EXACT_MATCH, SIMPLEQA, HLE, EVALPLUS, INSTRUCTION_FOLLOWING, LIVECODEBENCH, ARENA)
 
 SCORING_TYPES: dict[str, ScoringType] = {t.name: t for t in _TYPES}
 
