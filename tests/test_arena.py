@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from scipy.optimize import minimize_scalar
 
-from nel.cli import EXIT_OK, main
+from nel.cli import EXIT_INCOMPLETE, EXIT_OK, main
+from nel.errors import ExitCode
 from nel.scoring.arena import arena_score, battles, model_margin, parse_verdict
 from nel.skills.converters import arena_hard_rows
 from nel.skills.data import write_jsonl_atomic
@@ -124,3 +125,36 @@ def test_arena_hard_end_to_end(tmp_path: Path, prefs: tuple[str, ...], expected:
     assert [c["order"] for c in calls] == ["gen-base", "base-gen"]
     assert "MODEL answer" in calls[0]["judge_prompt"].split("Assistant A's Answer|>")[1]
     assert all(c["verdict"] and c["attempts"] == 1 and c["latency_s"] >= 0 for c in calls)
+
+
+def test_a_failing_judge_call_is_a_scoring_error_naming_the_game(tmp_path: Path):
+    upstream = tmp_path / "upstream"
+    _write_upstream(upstream, QUESTIONS[:2])
+    rows = list(arena_hard_rows([upstream / "question.jsonl", upstream / "gpt-4-0314.jsonl"]))
+    write_jsonl_atomic(tmp_path / "data" / "arena-hard" / "test.jsonl", rows)
+    out = tmp_path / "run"
+    with (
+        ModelServer(default=Rule(content="MODEL answer")) as model,
+        ModelServer(default=Rule(status=500)) as judge,
+    ):
+        code = main(["eval", "run", "--bench", "skills://arena-hard", "--model-url", model.base_url, "--model-id", "m",
+                     "--judge-url", judge.base_url, "--judge-model", "j", "--data-dir", str(tmp_path / "data"),
+                     "--output-dir", str(out), "--progress", "none", "--max-retries", "0",
+                     "--skills-backend", "native"])  # fmt: skip
+    assert code == EXIT_INCOMPLETE
+    parts = [r for path in sorted(out.rglob("part-*.parquet")) for r in pq.read_table(path).to_pylist()]
+    assert len(parts) == 2 and {r["error_kind"] for r in parts} == {"scoring_error"}
+    assert "game gen-base" in parts[0]["error"] or "game base-gen" in parts[0]["error"]
+    assert "server_error" in parts[0]["error"] and parts[0]["response"] == "MODEL answer"
+
+
+def test_arena_hard_needs_a_judge(tmp_path: Path):
+    write_jsonl_atomic(
+        tmp_path / "data" / "arena-hard" / "test.jsonl", [{"question": "q", "baseline_answer": "b"}]
+    )
+    with ModelServer(default=Rule(content="x")) as model:
+        code = main(["eval", "run", "--bench", "skills://arena-hard", "--model-url", model.base_url, "--model-id", "m",
+                     "--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "run"), "--progress", "none",
+                     "--skills-backend", "native"])  # fmt: skip
+    assert code == ExitCode.USAGE
+    assert not (tmp_path / "run" / "metrics.json").exists()

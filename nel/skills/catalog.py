@@ -201,6 +201,13 @@ _ENTRIES: tuple[Benchmark, ...] = (
         convert=cv.arena_hard_rows,
     ),
     Benchmark(
+        name="alpaca-eval", title="AlpacaEval 2.0", metrics_type="alpaca_eval", prompt_config="generic/default",
+        num_problems=805, judge_prompt_config="weighted_alpaca_eval_gpt4_turbo",
+        sources=(Source(f"{_HF}/tatsu-lab/alpaca_eval/resolve/main/alpaca_eval.json", "alpaca-eval/alpaca_eval.json"),),
+        not_runnable="its length-controlled win rate (alpaca-eval 0.6.6, metrics/glm_winrate.py) needs sklearn, "
+        "patsy and the hub's instruction_difficulty.csv, and the weighted judge needs top logprobs; not built yet",
+    ),
+    Benchmark(
         name="aalcr", title="AA-LCR", metrics_type="aalcr", prompt_config="generic/default", num_problems=100,
         judge_prompt_config="judge/aalcr",
         sources=(Source(f"{_HF}/ArtificialAnalysis/AA-LCR/resolve/main/extracted_text/AA-LCR_extracted-text.zip",

@@ -27,6 +27,8 @@ from nel.types import Completion, VerifyResult
 
 ORDERS = (("gen-base", True), ("base-gen", False))
 """(NeMo-Skills' name for the game, whether the model's answer is assistant A)."""
+JUDGE_CONFIG = "judge/arena"
+"""System and user message, so the scorer reads the config itself (the backend passes only the user part)."""
 SCORES = ("margin_gen_base", "margin_base_gen", "invalid_games")
 
 
@@ -52,8 +54,8 @@ class ArenaScorer(InlineScorer):
                 "pass --judge-url and --judge-model (or judge= to SkillsEnvironment)"
             )
         self.judge: ModelClient = options.judge
-        self.config_name = options.judge_prompt_config or "judge/arena"
-        self.config = get_prompt_config(self.config_name)
+        self.config_name = JUDGE_CONFIG
+        self.config = get_prompt_config(JUDGE_CONFIG)
 
     async def _game(self, row: dict[str, Any], response: str, order: str, model_is_a: bool, where: str):
         baseline = str(row.get("baseline_answer") or "")
@@ -123,4 +125,5 @@ ARENA = ScoringType(
     scorer=ArenaScorer,
     extra_metrics=arena_metrics,
     answer_key="generation",
+    judged_by_scorer=True,
 )

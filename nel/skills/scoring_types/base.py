@@ -80,6 +80,8 @@ class ScoringType:
     answer_key: str = "predicted_answer"
     packages: tuple[Package, ...] = ()
     sandbox: bool = False
+    judged_by_scorer: bool = False
+    """The ``scorer`` calls the judge itself (several calls per row): the type needs a judge."""
 
     def __post_init__(self) -> None:
         if (self.scorer is None) == (self.verdict is None):
@@ -89,7 +91,7 @@ class ScoringType:
 
     @property
     def needs_judge(self) -> bool:
-        return self.verdict is not None
+        return self.verdict is not None or self.judged_by_scorer
 
     def missing(self) -> str | None:
         """Why this type cannot score on this machine (a package is not installed), or None."""
