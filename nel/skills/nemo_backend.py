@@ -125,6 +125,8 @@ class NemoSkillsBackend:
             return f"nel has no metrics for METRICS_TYPE {self.metrics_type!r}"
         if self.prompt_config is None:
             return "its GENERATION_ARGS name no prompt_config (it needs NeMo-Skills' own generation module)"
+        if self.scoring.judged_by_scorer:
+            return "nel's own scorer makes its judge calls (several per row); use --skills-backend native"
         if self.scoring.needs_judge:
             return None if self.judge_prompt_config else "it has no JUDGE_ARGS prompt_config"
         if self.eval_type == "math":

@@ -83,6 +83,8 @@ class ScoringType:
     sandbox: bool = False
     available: Callable[[], str | None] | None = None  # another need than a package (a data file): why not, or None
     eval_type_packages: Mapping[str, tuple[Package, ...]] | None = None  # more packages per eval_type
+    judged_by_scorer: bool = False
+    """The ``scorer`` calls the judge itself (several calls per row): the type needs a judge."""
 
     def __post_init__(self) -> None:
         if (self.scorer is None) == (self.verdict is None):
@@ -92,7 +94,7 @@ class ScoringType:
 
     @property
     def needs_judge(self) -> bool:
-        return self.verdict is not None
+        return self.verdict is not None or self.judged_by_scorer
 
     def missing(self, eval_type: str | None = None) -> str | None:
         """Why this type cannot score on this machine (a package is not installed), or None."""
