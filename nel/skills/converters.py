@@ -335,6 +335,8 @@ def triviaqa_rows(paths: list[Path]) -> Iterator[Row]:
             "expected_answer": accepted,
             "answer_value": answer.get("value"),
         }
+
+
 def arena_hard_rows(paths: list[Path]) -> Iterator[Row]:
     """arena-hard-auto's questions (``prompt`` -> ``question``) joined with the baseline's first
     assistant turn by ``uid``, as NeMo-Skills' arena-hard prepare.py does; a question whose
