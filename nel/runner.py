@@ -103,7 +103,7 @@ async def run_spec(
             await env.seed(0)
         return await run_evaluation(
             env,
-            ChatSolver(client),
+            env.solver(client) or ChatSolver(client),
             n_repeats=spec.repeats,
             max_problems=spec.max_problems,
             output_dir=spec.output_dir,

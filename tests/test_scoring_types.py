@@ -53,6 +53,7 @@ SAMPLES: dict[str, tuple[str, dict[str, Any], str | None]] = {
     "livecodebench": ("```python\na, b = map(int, input().split())\nprint(a + b)\n```", _livecodebench_row(), None),
     "simpleqa": ("Paris", {"question": "q", "expected_answer": "Paris"}, "A"),
     "hle": ("Answer: 2", {"problem": "q", "expected_answer": "2"}, "Judgement: yes"),
+    "bfcl": ('{"content": "no call", "tool_calls": []}', {"bfcl_kind": "irrelevance", "subset_for_metrics": "irrelevance"}, None),
 }
 
 

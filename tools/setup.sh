@@ -21,4 +21,9 @@ pip install -e ".[$extras]"
 # LiveCodeBench's own grader, the reference of tests/test_livecodebench.py's parity test; its
 # metadata pulls every model provider's SDK, which neither nel nor the grader needs.
 pip install --no-deps "nvidia-livecodebench==26.3"
+# BFCL v3 (data, AST and multi-turn checkers, simulated APIs) and v4 (data): their metadata pins
+# numpy 1.26 and pulls ~30 model-provider packages the parts nel uses never import.
+pip install --no-deps "nvidia-bfcl==26.3"
+pip install --no-deps "bfcl-eval==2026.3.23"
+pip install "mpmath==1.3.0"
 echo "nel is set up in $(pwd)/.venv ($(.venv/bin/nel --version))"

@@ -6,6 +6,8 @@ import abc
 from pathlib import Path
 from typing import Any
 
+from nel.client import ModelClient
+from nel.solvers import Solver
 from nel.types import SeedResult, VerifyResult
 
 
@@ -32,6 +34,11 @@ class EvalEnvironment(abc.ABC):
     @abc.abstractmethod
     async def verify(self, response: str, expected: Any, **metadata: Any) -> VerifyResult:
         """Score one response; ``metadata`` is the SeedResult's metadata."""
+
+    def solver(self, client: ModelClient) -> Solver | None:
+        """The solver this benchmark's problems need (tool calling, multi-turn play), or None
+        for the plain chat solver."""
+        return None
 
     async def aclose(self) -> None:  # noqa: B027 (an optional hook, not abstract)
         """Release pools or servers the environment started; called once at the end."""

@@ -19,7 +19,8 @@ from nel.errors import ConfigError, DataError
 from nel.execution.sandbox import CodeExecutor
 from nel.skills.backends import SkillsBackend, select_backend
 from nel.skills.data import read_jsonl, resolve_data_dir, split_path
-from nel.skills.scoring_types import RowScorer
+from nel.skills.scoring_types import RowScorer, find_scoring_type
+from nel.solvers import Solver
 from nel.types import SeedResult, VerifyResult
 
 _ROW_KEY = "nel.row"  # metadata key that carries the row index from seed() to verify()
@@ -116,6 +117,12 @@ class SkillsEnvironment(EvalEnvironment):
                 f"skills://{self.name}: verify needs the seed's metadata ({_ROW_KEY!r} is missing)"
             )
         return await self.scorer.score(response, self.rows()[idx], where=self._where(idx))
+
+    def solver(self, client: ModelClient) -> Solver | None:
+        scoring = find_scoring_type(self.metrics_type)
+        if scoring is None or scoring.solver is None:
+            return None
+        return scoring.solver(client, lambda idx: self.rows()[idx])  # type: ignore[no-any-return]
 
     def describe(self) -> dict[str, str]:
         return {

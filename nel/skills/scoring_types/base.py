@@ -80,6 +80,8 @@ class ScoringType:
     answer_key: str = "predicted_answer"
     packages: tuple[Package, ...] = ()
     sandbox: bool = False
+    solver: Callable[[ModelClient, Callable[[int], Row]], Any] | None = None
+    """Builds the solver this type's rows need (client, row by index); None: the chat solver."""
 
     def __post_init__(self) -> None:
         if (self.scorer is None) == (self.verdict is None):
