@@ -116,10 +116,13 @@ def multi_turn_answerer(row: dict[str, Any], truth: list[list[str]]):
     return answer
 
 
+@pytest.mark.parametrize("version", ["v3", "v4"])
 @pytest.mark.parametrize("broken", [False, True], ids=["ground_truth", "wrong_call"])
-def test_a_multi_turn_entry_played_to_the_end(broken: bool) -> None:
-    category = next(c for c in V3_CATEGORIES if c.name == "multi_turn_miss_func")
-    (row,) = rows_of("v3", category, 1)
+def test_a_multi_turn_entry_played_to_the_end(broken: bool, version: str) -> None:
+    if version == "v4":
+        pytest.importorskip("bfcl_eval")
+    categories = V3_CATEGORIES if version == "v3" else V4_CATEGORIES
+    (row,) = rows_of(version, next(c for c in categories if c.name == "multi_turn_miss_func"), 1)
     truth = json.loads(row["expected_answer"])
     played = [list(t) for t in truth]
     if broken:  # the last turn moves the wrong file

@@ -57,11 +57,9 @@ V4_CATEGORIES = tuple(
     Category({"simple": "simple_python", "java": "simple_java", "javascript": "simple_javascript"}.get(c.name, c.name),
              c.kind, c.language)
     for c in V3_CATEGORIES
-    if c.kind != "multi_turn"
 )  # fmt: skip
-"""BFCL v4's single-turn categories: v3's, with simple split by language. Not run: web_search and
-memory (agentic: a live search engine, memory backends nel does not provide) and, for now, v4's
-multi-turn ones (their simulated APIs import packages beyond the standard library)."""
+"""BFCL v4's non-agentic categories: v3's, with simple split by language. Not run: web_search and
+memory (agentic: a live search engine and memory backends, which nel does not provide)."""
 
 _HINTS = {"Java": " Note that the provided function is in Java 8 SDK syntax.",
           "JavaScript": " Note that the provided function is in JavaScript syntax."}  # fmt: skip
@@ -89,8 +87,9 @@ def category_rows(data: Path, prefix: str, category: Category) -> Iterator[Row]:
         }
         functions = question.get("function", [])
         if category.kind == "multi_turn":
-            functions, held_out = _multi_turn_functions(data, question)
+            functions, held_out = _multi_turn_functions(data, prefix, question)
             row.update(initial_config=question["initial_config"], involved_classes=question["involved_classes"],
+                       bfcl_package=_PACKAGE_OF[prefix],
                        held_out_tools={turn: to_tools(docs, category) for turn, docs in held_out.items()})  # fmt: skip
         row["function"] = functions
         row["tools"] = to_tools(functions, category)
@@ -102,13 +101,18 @@ def _last_user_text(turns: list[list[dict[str, Any]]]) -> str:
     return texts[-1] if texts else ""
 
 
-def _multi_turn_functions(data: Path, question: Row) -> tuple[list[Row], dict[str, list[Row]]]:
-    """The docs of the entry's classes, minus the held-out ones (turn index -> their docs)."""
-    from bfcl.constant import MULTI_TURN_FUNC_DOC_FILE_MAPPING
+_PACKAGE_OF = {"BFCL_v3": "bfcl", "BFCL_v4": "bfcl_eval"}
+_DOC_FILES = {"bfcl": "bfcl.constant", "bfcl_eval": "bfcl_eval.constants.executable_backend_config"}
 
+
+def _multi_turn_functions(data: Path, prefix: str, question: Row) -> tuple[list[Row], dict[str, list[Row]]]:
+    """The docs of the entry's classes, minus the held-out ones (turn index -> their docs)."""
+    import importlib
+
+    doc_files = importlib.import_module(_DOC_FILES[_PACKAGE_OF[prefix]]).MULTI_TURN_FUNC_DOC_FILE_MAPPING
     functions: list[Row] = []
     for class_name in question["involved_classes"]:
-        functions += read_lines(data / "multi_turn_func_doc" / MULTI_TURN_FUNC_DOC_FILE_MAPPING[class_name])
+        functions += read_lines(data / "multi_turn_func_doc" / doc_files[class_name])
     held_out: dict[str, list[Row]] = {}
     for turn, names in (question.get("missed_function") or {}).items():
         held_out[turn] = [f for f in functions if f["name"] in names]

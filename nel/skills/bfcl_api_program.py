@@ -11,6 +11,7 @@ nel compares the reports of two separate runs (the model's calls, the ground tru
 that rewrites this program can forge only its own report, never the reference.
 """
 
+import importlib
 import json
 import os
 import sys
@@ -21,9 +22,6 @@ os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
 os.dup2(2, 1)
 sys.path.insert(0, os.path.abspath("apis.zip"))
 
-from bfcl.eval_checker.multi_turn_eval.multi_turn_utils import execute_multi_turn_func_call  # noqa: E402
-
-
 def _canonical(value):
     try:
         return json.dumps(value, sort_keys=True, default=repr)
@@ -33,6 +31,8 @@ def _canonical(value):
 
 def main():
     setup = json.load(open("setup.json"))
+    utils = importlib.import_module(setup["package"] + ".eval_checker.multi_turn_eval.multi_turn_utils")
+    execute_multi_turn_func_call = utils.execute_multi_turn_func_call
     for line in _channel_in:
         calls = json.loads(line)["calls"]
         results, instances = execute_multi_turn_func_call(

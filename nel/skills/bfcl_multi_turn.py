@@ -50,27 +50,35 @@ def call_strings(tool_calls: list[dict[str, Any]]) -> list[str]:
             for call in decode_calls(tool_calls) for name, args in call.items()]  # fmt: skip
 
 
-def _api_zip() -> bytes:
-    """BFCL's simulated APIs and mpmath, zipped from the installed packages (the sandbox sees
-    no site-packages: they hold the answers)."""
-    if "v3" not in _ZIPS:
+_API_MODULES = ("gorilla_file_system", "math_api", "message_api", "posting_api", "ticket_api", "trading_bot",
+                "travel_booking", "vehicle_control", "long_context")  # fmt: skip
+"""The simulated APIs of BFCL's multi-turn categories (not v4's web search and memory backends)."""
+_PACKAGE_FILES = {
+    "bfcl": ("eval_checker/multi_turn_eval/multi_turn_utils.py",),
+    "bfcl_eval": ("eval_checker/multi_turn_eval/multi_turn_utils.py", "constants/executable_backend_config.py"),
+}
+
+
+def _api_zip(package: str) -> bytes:
+    """BFCL's simulated APIs (of ``package``: ``bfcl`` for v3, ``bfcl_eval`` for v4) and mpmath,
+    zipped from the installed packages (the sandbox sees no site-packages: they hold the answers)."""
+    if package not in _ZIPS:
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w") as zf:
-            bfcl = Path(str(importlib.resources.files("bfcl")))
-            for pkg in ("bfcl", "bfcl/eval_checker", "bfcl/eval_checker/multi_turn_eval"):
-                zf.writestr(f"{pkg}/__init__.py", "")
-            zf.write(bfcl / "eval_checker/multi_turn_eval/multi_turn_utils.py",
-                     "bfcl/eval_checker/multi_turn_eval/multi_turn_utils.py")  # fmt: skip
-            for path in sorted((bfcl / "eval_checker/multi_turn_eval/func_source_code").glob("*.py")):
-                zf.write(path, f"bfcl/eval_checker/multi_turn_eval/func_source_code/{path.name}")
+            root = Path(str(importlib.resources.files(package)))
+            api_dir = "eval_checker/multi_turn_eval/func_source_code"
+            for sub in ("", "/constants", "/eval_checker", "/eval_checker/multi_turn_eval", f"/{api_dir}"):
+                zf.writestr(f"{package}{sub}/__init__.py", "")
+            for name in (*_PACKAGE_FILES[package], *(f"{api_dir}/{m}.py" for m in _API_MODULES)):
+                zf.write(root / name, f"{package}/{name}")
             spec = importlib.util.find_spec("mpmath")
             if spec is None or spec.origin is None:
                 raise ScoringError("BFCL's math API needs mpmath: pip install mpmath")
-            root = Path(spec.origin).parent
-            for path in sorted(root.rglob("*.py")):
-                zf.write(path, f"mpmath/{path.relative_to(root)}")
-        _ZIPS["v3"] = buffer.getvalue()
-    return _ZIPS["v3"]
+            mpmath = Path(spec.origin).parent
+            for path in sorted(mpmath.rglob("*.py")):
+                zf.write(path, f"mpmath/{path.relative_to(mpmath)}")
+        _ZIPS[package] = buffer.getvalue()
+    return _ZIPS[package]
 
 
 class ApiRun:
@@ -98,8 +106,9 @@ class ApiRun:
 async def api_run(row: Row, instance: str, timeout: float = PLAY_TIMEOUT_S) -> AsyncIterator[ApiRun]:
     category = row["subset_for_metrics"]
     setup = {"initial_config": row["initial_config"], "involved_classes": row["involved_classes"],
-             "instance": instance, "id": row["id"], "long_context": "long_context" in category or "composite" in category}  # fmt: skip
-    files: dict[str, str | bytes] = {"apis.zip": _api_zip(), "setup.json": json.dumps(setup)}
+             "instance": instance, "id": row["id"], "long_context": "long_context" in category or "composite" in category,
+             "package": row.get("bfcl_package", "bfcl")}  # fmt: skip
+    files: dict[str, str | bytes] = {"apis.zip": _api_zip(setup["package"]), "setup.json": json.dumps(setup)}
     session = await SandboxSession.start(_PROGRAM, files=files, timeout=timeout,
                                          limits=SandboxLimits(memory_mb=2048), line_limit=2**26)  # fmt: skip
     async with session:

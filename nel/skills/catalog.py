@@ -183,8 +183,8 @@ _ENTRIES: tuple[Benchmark, ...] = (
         convert=bfcl.v3_rows,
     ),
     Benchmark(
-        name="bfcl_v4", title="BFCL v4 single-turn (data: bfcl-eval package)", metrics_type="bfcl",
-        prompt_config="generic/default", num_problems=3641,
+        name="bfcl_v4", title="BFCL v4 non-agentic (data: bfcl-eval package; sandbox)", metrics_type="bfcl",
+        prompt_config="generic/default", num_problems=4441,
         required_fields=("id", "question", "turns", "tools", "function", "bfcl_kind"),
         sources=(Source("https://github.com/ShishirPatil/gorilla.git", "bfcl_v4/",
                         package=("bfcl_eval", "data/BFCL_v4_simple_python.json")),),
