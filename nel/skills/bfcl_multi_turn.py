@@ -31,7 +31,7 @@ import orjson
 
 from nel.client import ModelClient
 from nel.errors import ScoringError
-from nel.execution.sandbox import LocalSandbox, SandboxLimits, SandboxSession
+from nel.execution.sandbox import SandboxLimits, SandboxSession
 from nel.scoring.bfcl import ADDED_FUNCTIONS_PROMPT, decode_calls
 from nel.types import Completion, Message, SolveResult
 
@@ -118,8 +118,9 @@ async def api_run(row: Row, instance: str, timeout: float = PLAY_TIMEOUT_S) -> A
             await session.finish(wait=False)  # closes the pipes while the loop still runs
 
 
-async def play(client: ModelClient, row: Row, sandbox: LocalSandbox | None = None) -> SolveResult:
-    """Play every turn of a multi-turn entry; the response holds each step's calls."""
+async def play(client: ModelClient, row: Row) -> SolveResult:
+    """Play every turn of a multi-turn entry; the response holds each step's calls. Its sandboxed
+    program idles while the model thinks, so it takes no CPU slot: the run's concurrency bounds it."""
     messages: list[Message] = []
     tools = list(row["tools"])
     calls: list[Completion] = []

@@ -15,7 +15,6 @@ from typing import Any
 import orjson
 
 from nel.client import ModelClient
-from nel.execution.sandbox import LocalSandbox
 from nel.skills.bfcl_multi_turn import play
 from nel.types import Message, SolveResult, Task
 
@@ -24,10 +23,9 @@ ROW_KEY = "nel.row"
 
 
 class BfclSolver:
-    def __init__(self, client: ModelClient, row_of: Callable[[int], Row], sandbox: LocalSandbox | None = None) -> None:
+    def __init__(self, client: ModelClient, row_of: Callable[[int], Row]) -> None:
         self.client = client
         self.row_of = row_of
-        self.sandbox = sandbox or LocalSandbox(max_concurrency=4)
 
     def describe(self) -> dict[str, object]:
         return {"type": "bfcl", "model_id": self.client.model, "sampling": self.client.sampling}
@@ -38,7 +36,7 @@ class BfclSolver:
     async def solve(self, task: Task) -> SolveResult:
         row = self.row_of(int(task.seed.metadata[ROW_KEY]))
         if row["bfcl_kind"] == "multi_turn":
-            return await play(self.client, row, self.sandbox)
+            return await play(self.client, row)
         messages: tuple[Message, ...] = tuple(row["turns"][0])
         completion = await self.client.chat(messages, tools=row["tools"])
         response = {"content": completion.content, "tool_calls": list(completion.tool_calls)}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -28,20 +29,27 @@ from nel.metrics import MetricInputs, Metrics
 from nel.scoring.bfcl import V3_CATEGORIES, V4_CATEGORIES, overall_accuracy, single_turn_verdict
 from nel.skills.bfcl_multi_turn import check
 from nel.skills.bfcl_solver import BfclSolver
-from nel.skills.scoring_types.base import InlineScorer, Package, Row, ScoringType
+from nel.skills.scoring_types.base import InlineScorer, Package, Row, ScoringOptions, ScoringType
 from nel.types import VerifyResult
 
 CATEGORY_CODES = tuple(dict.fromkeys(c.name for c in (*V3_CATEGORIES, *V4_CATEGORIES)))
 
 
 class BfclRowScorer(InlineScorer):
+    """Multi-turn checks replay in two sandboxed programs each: at most one check per core at a time."""
+
+    def __init__(self, options: ScoringOptions) -> None:
+        super().__init__(options)
+        self._replays = asyncio.Semaphore(options.workers or os.cpu_count() or 1)
+
     async def score(self, response: str, row: Row, *, where: str) -> VerifyResult:
         try:
             reply = json.loads(response)
         except json.JSONDecodeError as exc:
             raise ScoringError(f"{where}: the response is not the BFCL solver's JSON ({exc})") from exc
         if row["bfcl_kind"] == "multi_turn":
-            correct, details = await check(row, reply.get("turns", []), json.loads(row["expected_answer"]))
+            async with self._replays:
+                correct, details = await check(row, reply.get("turns", []), json.loads(row["expected_answer"]))
         else:
             correct, details = await asyncio.to_thread(single_turn_verdict, row, reply.get("tool_calls") or [])
         code = float(CATEGORY_CODES.index(row["subset_for_metrics"]))
