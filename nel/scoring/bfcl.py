@@ -234,8 +234,9 @@ def ground_truth_calls(expected: list[dict[str, Any]], functions: list[Row], lan
             schema = docs.get(name, {})
             args = _pick_all(params, set(schema.get("required", [])))
             if language != "Python":
-                types = {k: v.get("type") for k, v in schema.get("properties", {}).items()}
-                args = {k: _source_text(v, language, types.get(k)) for k, v in args.items()}
+                props = schema.get("properties", {})
+                args = {k: _source_text(v, language, props.get(k, {}).get("type"),
+                                        (props.get(k, {}).get("items") or {}).get("type")) for k, v in args.items()}  # fmt: skip
             calls.append({"name": re.sub(r"\.", "_", name), "arguments": args})
     return calls
 
@@ -258,7 +259,7 @@ def _pick(value: Any) -> Any:
     return value
 
 
-def _source_text(value: Any, language: str, kind: str | None = None) -> str:
+def _source_text(value: Any, language: str, kind: str | None = None, item_kind: str | None = None) -> str:
     if language == "Java" and kind == "long" and not isinstance(value, bool):
         return f"{value}L"
     if isinstance(value, str):
@@ -266,7 +267,7 @@ def _source_text(value: Any, language: str, kind: str | None = None) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if language == "Java" and isinstance(value, list):
-        items = ", ".join(_java_literal(v) for v in value)
+        items = ", ".join(_java_literal(v, item_kind) for v in value)
         return f"new ArrayList<>(Arrays.asList({items}))" if kind == "ArrayList" else f"new Object[]{{{items}}}"
     if language == "Java" and isinstance(value, dict):
         puts = " ".join(f"put({_java_literal(k)}, {_java_literal(v)});" for k, v in value.items())
@@ -276,10 +277,12 @@ def _source_text(value: Any, language: str, kind: str | None = None) -> str:
     return str(value)
 
 
-def _java_literal(value: Any) -> str:
+def _java_literal(value: Any, kind: str | None = None) -> str:
+    """An element or map entry; BFCL's Java parser keeps the quotes of a ``String`` element, so
+    those go unquoted (as its own possible answers read)."""
     if isinstance(value, str):
-        return json.dumps(value)
-    return _source_text(value, "Java")
+        return value if kind == "String" else json.dumps(value)
+    return _source_text(value, "Java", kind)
 
 
 # --------------------------------------------------------------------------- aggregation
