@@ -6,7 +6,7 @@ bound by this path. The choice stays inside this module.
 
 Every call either returns a `Completion` that records tokens, latency and attempts, or
 raises `ModelCallError` whose `kind` names what went wrong. Nothing fails softly: there
-is no empty response after the last retry, and a reply without content is a bad_response.
+is no empty response after the last retry, and a reply with neither content nor tool calls is a bad_response.
 
 Secrets stop here: credentials in the URL become an Authorization header and leave the
 URL, and every message built from a server's reply has the key itself scrubbed out (a
@@ -170,15 +170,23 @@ class ModelClient:
         return self._session
 
     async def chat(
-        self, messages: Sequence[Message], *, sample: tuple[int, int] | None = None, **overrides: Any
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[dict[str, Any]] | None = None,
+        *,
+        sample: tuple[int, int] | None = None,
+        **overrides: Any,
     ) -> Completion:
         """Send one chat request, retrying transient failures; raise ModelCallError at the end.
 
-        ``sample`` (problem_idx, repeat) is part of the response cache's key, so that repeats
-        sent without a seed are still distinct samples; it is never sent. A call without it is
-        never cached.
+        ``tools`` (OpenAI function-calling format) are sent when given; the reply's tool calls
+        land in ``Completion.tool_calls``. ``sample`` (problem_idx, repeat) is part of the
+        response cache's key, so that repeats sent without a seed are still distinct samples; it
+        is never sent. A call without it is never cached.
         """
         body = {"model": self.model, "messages": list(messages), **self.sampling, **overrides}
+        if tools:
+            body["tools"] = list(tools)
         cache_key = self.cache_key("chat/completions", body, sample)
         if cache_key is not None and (hit := await self.from_cache(cache_key, _parse_completion)) is not None:
             return hit
@@ -349,6 +357,9 @@ def _parse_completion(raw: bytes, started: float, attempt_latencies: list[float]
         raise ValueError(f"reply has no content (message.content is null, finish_reason {choice.get('finish_reason')!r})")
     if content is not None and not isinstance(content, str):
         raise TypeError(f"message.content is {type(content).__name__}, not a string")
+    tool_calls = message.get("tool_calls") or []
+    if not isinstance(tool_calls, list) or not all(isinstance(c, dict) for c in tool_calls):
+        raise TypeError("message.tool_calls is not a list of objects")
     usage = data.get("usage") or {}
     details = usage.get("completion_tokens_details") or {}
     return Completion(
@@ -361,6 +372,7 @@ def _parse_completion(raw: bytes, started: float, attempt_latencies: list[float]
         latency_s=time.perf_counter() - started,
         attempt_latencies_s=tuple(attempt_latencies),
         attempts=len(attempt_latencies),
+        tool_calls=tuple(tool_calls),
     )
 
 

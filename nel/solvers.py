@@ -135,7 +135,11 @@ def _text_prompt(messages: tuple[Message, ...]) -> str:
 
 
 # What an environment may ask for (``EvalEnvironment.solver``): a name -> "module:Class", loaded on use.
-SOLVERS = {"chat": "nel.solvers:ChatSolver", "scicode": "nel.solvers_scicode:SciCodeSolver"}
+SOLVERS = {
+    "chat": "nel.solvers:ChatSolver",
+    "scicode": "nel.solvers_scicode:SciCodeSolver",
+    "bfcl": "nel.skills.bfcl_solver:BfclSolver",
+}
 
 
 def make_solver(kind: str, client: ModelClient, **options: object) -> Solver:

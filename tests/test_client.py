@@ -152,3 +152,24 @@ def test_client_survives_reuse_across_event_loops() -> None:
         client = ModelClient(srv.base_url, "m")
         for _ in range(2):
             assert asyncio.run(client.chat(MESSAGES)).content
+
+
+def test_tools_are_sent_and_tool_calls_recorded() -> None:
+    tools = [{"type": "function", "function": {"name": "add", "parameters": {"type": "object", "properties": {}}}}]
+    rule = Rule(content=None, tool_calls=[{"name": "add", "arguments": {"a": 2, "b": 2}}], finish_reason="tool_calls")
+
+    async def go():
+        async with ModelClient(srv.base_url, "m", backoff_base=0.01) as client:
+            return await client.chat(MESSAGES, tools=tools)
+
+    with ModelServer(default=rule) as srv:
+        done = asyncio.run(go())
+        assert srv.requests[0].body["tools"] == tools
+    assert done.content == "" and done.finish_reason == "tool_calls"
+    assert [c["function"]["name"] for c in done.tool_calls] == ["add"]
+    assert done.tool_calls[0]["function"]["arguments"] == '{"a": 2, "b": 2}'
+
+
+def test_reply_with_neither_content_nor_tool_calls_is_a_bad_response() -> None:
+    with ModelServer(default=Rule(content=None, tool_calls=[])) as srv:
+        assert failure(srv.base_url, max_retries=0).kind == "bad_response"

@@ -73,6 +73,7 @@ SAMPLES: dict[str, tuple[str, dict[str, Any], str | None]] = {
     "aalcr": ("Paris", {"question": "q", "original_question": "q", "expected_answer": "Paris"}, "CORRECT"),
     "scicode": (*_scicode_sample(), None),
     "arena": ("MODEL", {"question": "q", "baseline_answer": "b"}, "[[A=B]]"),  # a tie in both games: 0.5
+    "bfcl": ('{"content": "no call", "tool_calls": []}', {"bfcl_kind": "irrelevance", "subset_for_metrics": "irrelevance"}, None),
 }
 
 

@@ -33,4 +33,9 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! /usr/bin/python3 -c 
 # IFEval's instruction checkers (lm_eval/tasks/ifeval/); its metadata pulls datasets and torch chains, which
 # the checkers do not import (their needs, nltk, langdetect and immutabledict, are in the `if` extra).
 pip install --no-deps "lm-eval==0.4.13"
+# BFCL v3 (data, AST and multi-turn checkers, simulated APIs) and v4 (data): their metadata pins
+# numpy 1.26 and pulls ~30 model-provider packages the parts nel uses never import.
+pip install --no-deps "nvidia-bfcl==26.3"
+pip install --no-deps "bfcl-eval==2026.3.23"
+pip install "mpmath==1.3.0"
 echo "nel is set up in $(pwd)/.venv ($(.venv/bin/nel --version))"

@@ -19,7 +19,7 @@ class EvalEnvironment(abc.ABC):
 
     name: str = "custom"
     solver: str = "chat"
-    """The solver its tasks need (``nel.solvers.SOLVERS``): ``chat``, or ``scicode`` (multi-step)."""
+    """The solver its tasks need (``nel.solvers.SOLVERS``): ``chat``, ``scicode`` (multi-step) or ``bfcl`` (tool calls, multi-turn play)."""
     metrics_type: str = "math"
     score_names: tuple[str, ...] = ("correct",)
 

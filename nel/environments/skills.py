@@ -120,13 +120,17 @@ class SkillsEnvironment(EvalEnvironment):
     def _multi_step_seed(self, row: dict[str, Any], idx: int) -> SeedResult:
         """A problem the solver asks in several requests: it gets the row and the prompt config
         (``--prompt-template`` / ``--system-prompt`` applied) and builds each request itself."""
-        if self.backend.prompt_config is None:
-            raise ConfigError(f"skills://{self.name} has no prompt config")
-        config = get_prompt_config(self.backend.prompt_config)
-        user = config.user if self.prompt_template is None else self.prompt_template
-        system = config.system if self.system_prompt is None else self.system_prompt
-        metadata = {_ROW_KEY: idx, PROBLEM_KEY: row, PROMPT_KEY: {"user": user, "system": system}}
-        return SeedResult(expected_answer=row.get("expected_answer"), prompt=user, metadata=metadata)
+        prompt: dict[str, Any] | None = None  # None: the row holds its own conversation (BFCL)
+        if self.backend.prompt_config is not None:
+            config = get_prompt_config(self.backend.prompt_config)
+            user = config.user if self.prompt_template is None else self.prompt_template
+            system = config.system if self.system_prompt is None else self.system_prompt
+            prompt = {"user": user, "system": system}
+        metadata: dict[str, Any] = {_ROW_KEY: idx, PROBLEM_KEY: row, PROMPT_KEY: prompt}
+        if row.get("subset_for_metrics") is not None:
+            metadata["subset_for_metrics"] = row["subset_for_metrics"]
+        text = prompt["user"] if prompt is not None else f"skills://{self.name} row {idx}"
+        return SeedResult(expected_answer=row.get("expected_answer"), prompt=text, metadata=metadata)
 
     async def verify(self, response: str, expected: Any, **metadata: Any) -> VerifyResult:
         idx = metadata.get(_ROW_KEY)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nel.errors import UnknownBenchmarkError, suggest
-from nel.skills import aalcr, ruler, scicode
+from nel.skills import aalcr, bfcl, ruler, scicode
 from nel.skills import converters as cv
 from nel.skills import livecodebench as lcb
 from nel.skills.scoring_types import ScoringType, find_scoring_type
@@ -208,16 +208,20 @@ _ENTRIES: tuple[Benchmark, ...] = (
         "tests; a single chat completion cannot solve it (the path: docs/benchmarks.md)",
     ),
     Benchmark(
-        name="bfcl_v3", title="BFCL v3", metrics_type="bfcl", prompt_config=None,
-        sources=(Source("https://github.com/ShishirPatil/gorilla.git", "bfcl_v3/"),),
-        not_runnable="tool calling: needs the OpenAI tools request format, BFCL's AST/executable checkers "
-        "and multi-turn API state from the gorilla repo; not built",
+        name="bfcl_v3", title="BFCL v3 (data: nvidia-bfcl package; sandbox)", metrics_type="bfcl",
+        prompt_config="generic/default", num_problems=4441,
+        required_fields=("id", "question", "turns", "tools", "function", "bfcl_kind"),
+        sources=(Source("https://github.com/ShishirPatil/gorilla.git", "bfcl_v3/",
+                        package=("bfcl", "data/README.md")),),
+        convert=bfcl.v3_rows, solver="bfcl",
     ),
     Benchmark(
-        name="bfcl_v4", title="BFCL v4", metrics_type="bfcl", prompt_config=None,
-        sources=(Source("https://github.com/ShishirPatil/gorilla.git", "bfcl_v4/"),),
-        not_runnable="not in NeMo-Skills at the revision nel follows (only bfcl_v3), and its agentic "
-        "categories (web search, memory) need tools nel does not provide",
+        name="bfcl_v4", title="BFCL v4 non-agentic (data: bfcl-eval package; sandbox)", metrics_type="bfcl",
+        prompt_config="generic/default", num_problems=4441,
+        required_fields=("id", "question", "turns", "tools", "function", "bfcl_kind"),
+        sources=(Source("https://github.com/ShishirPatil/gorilla.git", "bfcl_v4/",
+                        package=("bfcl_eval", "data/BFCL_v4_simple_python.json")),),
+        convert=bfcl.v4_rows, solver="bfcl",
     ),
     Benchmark(
         name="ruler", title="RULER (13 synthetic tasks)", metrics_type="ruler", prompt_config="generic/default",

@@ -123,6 +123,10 @@ class Rule:
         times: apply to the first ``times`` matching requests only, then skip the rule -
             how "fails twice then succeeds" retry tests are written.  ``None`` = always.
         usage: the ``usage`` object to send verbatim instead of the word-count default.
+        tool_calls: sent as ``message.tool_calls``: each ``{"name": ..., "arguments": ...}``
+            (arguments a dict, JSON-encoded on the wire as OpenAI does, or a string sent as
+            it is), given ids ``call_0``, ``call_1``, ...; with ``content=None`` this is the
+            reply of a model that only calls tools.
     """
 
     match: str | None = None
@@ -138,6 +142,7 @@ class Rule:
     fault: str | None = None
     times: int | None = None
     usage: dict[str, Any] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         # Fail at construction, where the test author is, not inside the server thread.
@@ -262,6 +267,8 @@ class _Prepared:
         message: dict[str, Any] = {"role": "assistant", "content": content}
         if self.rule.reasoning_content is not None:
             message["reasoning_content"] = self.rule.reasoning_content
+        if self.rule.tool_calls is not None:
+            message["tool_calls"] = [_tool_call(i, call) for i, call in enumerate(self.rule.tool_calls)]
         return json.dumps(
             [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}]
         )
@@ -278,6 +285,12 @@ class _Prepared:
             f'{{"prompt_tokens":{prompt_tokens},"completion_tokens":{completion_tokens},'
             f'"total_tokens":{prompt_tokens + completion_tokens}{details}}}'
         )
+
+
+def _tool_call(index: int, call: dict[str, Any]) -> dict[str, Any]:
+    arguments = call.get("arguments", {})
+    encoded = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    return {"id": f"call_{index}", "type": "function", "function": {"name": call["name"], "arguments": encoded}}
 
 
 class ModelServer:

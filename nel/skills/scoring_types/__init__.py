@@ -17,6 +17,7 @@ from nel.skills.scoring_types.base import (
     ScoringOptions,
     ScoringType,
 )
+from nel.skills.scoring_types.bfcl import BFCL
 from nel.skills.scoring_types.evalplus import EVALPLUS
 from nel.skills.scoring_types.exact_match import EXACT_MATCH
 from nel.skills.scoring_types.hle import HLE
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 _TYPES: tuple[ScoringType, ...] = (MATH, MULTICHOICE, EXACT_MATCH, SIMPLEQA, HLE, EVALPLUS, INSTRUCTION_FOLLOWING, LIVECODEBENCH)
-_TYPES += (RULER, AALCR, SCICODE, ARENA)
+_TYPES += (RULER, AALCR, SCICODE, ARENA, BFCL)
 
 SCORING_TYPES: dict[str, ScoringType] = {t.name: t for t in _TYPES}
 
