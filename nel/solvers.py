@@ -137,7 +137,7 @@ def _text_prompt(messages: tuple[Message, ...]) -> str:
 # What an environment may ask for (``EvalEnvironment.solver``): a name -> "module:Class", loaded on use.
 SOLVERS = {
     "chat": "nel.solvers:ChatSolver",
-    "scicode": "nel.solvers_scicode:SciCodeSolver",
+    "scicode": "nel.skills.scicode_solver:SciCodeSolver",
     "bfcl": "nel.skills.bfcl_solver:BfclSolver",
 }
 

@@ -1,7 +1,7 @@
 """SciCode scoring (METRICS_TYPE ``scicode``): each sub-step's tests, targets and verdicts kept in nel.
 
 The response is the SciCode solver's JSON (``{"<problem>.<step>": program}``, see
-:mod:`nel.solvers_scicode`). Each asked step is graded on its own, as NeMo-Skills'
+:mod:`nel.skills.scicode_solver`). Each asked step is graded on its own, as NeMo-Skills'
 ``evaluation/evaluator/scicode.py`` does: the step's program (dependencies, the earlier steps'
 code, this step's code) against the step's test cases, 30 s for the step, a failed test ends
 it. What differs is where things happen (:mod:`nel.scoring.scicode_plan`): the program runs in

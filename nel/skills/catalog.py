@@ -187,7 +187,7 @@ _ENTRIES: tuple[Benchmark, ...] = (
                       for name in lcb.RELEASE_FILES["v6"]),
         convert=lcb.livecodebench_rows,
     ),
-    # --- scicode: data and prompts in nel/skills/scicode.py, solver nel/solvers_scicode.py, grading nel/scoring/scicode.py
+    # --- scicode: data and prompts in nel/skills/scicode.py, solver nel/skills/scicode_solver.py, grading nel/scoring/scicode.py
     Benchmark(
         name="scicode", title="SciCode (dev + test)", metrics_type="scicode", prompt_config="eval/scicode/default",
         eval_split="test_aai", num_problems=80, solver="scicode",
