@@ -68,14 +68,15 @@ async def bare_aiohttp(url: str, n: int, concurrency: int) -> float:
         return n / (time.perf_counter() - t0)
 
 
-def nel_run(url: str, n: int, concurrency: int, out: Path, loop: str = "asyncio") -> float:
-    """nel's run_evaluation on the given event loop (the CLI runs it on uvloop)."""
+def nel_run(url: str, n: int, concurrency: int, out: Path, loop: str = "asyncio", journal: bool = True) -> float:
+    """nel's run_evaluation on the given event loop (the CLI runs it on uvloop); ``journal=False``
+    measures what the per-row journal costs."""
     client = ModelClient(url, "m", concurrency=concurrency)
     runner = uvloop.run if loop == "uvloop" else asyncio.run
     t0 = time.perf_counter()
     result = runner(
         run_evaluation(TrivialEnv(n), ChatSolver(client), output_dir=out, concurrency=concurrency,
-                       progress="none", reduce=False)  # fmt: skip
+                       progress="none", reduce=False, journal=journal)  # fmt: skip
     )
     elapsed = time.perf_counter() - t0
     assert result.done == n and result.failed == 0, result
@@ -85,7 +86,7 @@ def nel_run(url: str, n: int, concurrency: int, out: Path, loop: str = "asyncio"
 def throughput(n: int, rounds: int = 5) -> dict[str, float]:
     """Medians over interleaved rounds: the 2 cores are shared with the server process."""
     proc, url = start_server_process(["--port", "0", "--no-record"])
-    runs: dict[str, list[float]] = {"bare": [], "bare_uvloop": [], "nel": [], "nel_uvloop": []}
+    runs: dict[str, list[float]] = {"bare": [], "bare_uvloop": [], "nel": [], "nel_uvloop": [], "nel_uvloop_no_journal": []}
     try:
         asyncio.run(bare_aiohttp(url, 2000, 64))  # warm up both sides
         with tempfile.TemporaryDirectory() as tmp:
@@ -94,6 +95,9 @@ def throughput(n: int, rounds: int = 5) -> dict[str, float]:
                 runs["bare_uvloop"].append(uvloop.run(bare_aiohttp(url, n, 64)))
                 runs["nel"].append(nel_run(url, n, 64, Path(tmp) / f"a{i}"))
                 runs["nel_uvloop"].append(nel_run(url, n, 64, Path(tmp) / f"u{i}", loop="uvloop"))
+                runs["nel_uvloop_no_journal"].append(
+                    nel_run(url, n, 64, Path(tmp) / f"j{i}", loop="uvloop", journal=False)
+                )
     finally:
         stop_server_process(proc)
     med = {k: statistics.median(v) for k, v in runs.items()}
@@ -102,6 +106,7 @@ def throughput(n: int, rounds: int = 5) -> dict[str, float]:
         "ratio_asyncio": round(med["nel"] / med["bare"], 3),
         "ratio_cli_uvloop_vs_bare": round(med["nel_uvloop"] / med["bare"], 3),
         "ratio_uvloop_vs_bare_uvloop": round(med["nel_uvloop"] / med["bare_uvloop"], 3),
+        "journal_on_vs_off": round(med["nel_uvloop"] / med["nel_uvloop_no_journal"], 3),
     }
 
 
