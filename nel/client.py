@@ -360,20 +360,10 @@ def _parse_completion(raw: bytes, started: float, attempt_latencies: list[float]
     tool_calls = message.get("tool_calls") or []
     if not isinstance(tool_calls, list) or not all(isinstance(c, dict) for c in tool_calls):
         raise TypeError("message.tool_calls is not a list of objects")
-    usage = data.get("usage") or {}
-    details = usage.get("completion_tokens_details") or {}
-    return Completion(
-        content=content or "",
-        reasoning_content=reasoning,
-        finish_reason=choice.get("finish_reason"),
-        prompt_tokens=usage.get("prompt_tokens"),
-        completion_tokens=usage.get("completion_tokens"),
-        reasoning_tokens=details.get("reasoning_tokens"),
-        latency_s=time.perf_counter() - started,
-        attempt_latencies_s=tuple(attempt_latencies),
-        attempts=len(attempt_latencies),
-        tool_calls=tuple(tool_calls),
-    )
+    return _accounted(
+        data, choice, started, attempt_latencies,
+        content=content or "", reasoning_content=reasoning, tool_calls=tuple(tool_calls),
+    )  # fmt: skip
 
 
 def _parse_text_completion(raw: bytes, started: float, attempt_latencies: list[float]) -> Completion:
@@ -383,16 +373,48 @@ def _parse_text_completion(raw: bytes, started: float, attempt_latencies: list[f
     text = choice["text"]
     if not isinstance(text, str):
         raise TypeError(f"choices[0].text is {type(text).__name__}, not a string")
+    return _accounted(data, choice, started, attempt_latencies, content=text)
+
+
+def _accounted(
+    data: dict[str, Any], choice: dict[str, Any], started: float, attempt_latencies: list[float], **reply: Any
+) -> Completion:
+    """The Completion of a parsed reply: its content (``reply``) plus what every route accounts
+    for the same way (finish reason, usage, latency, attempts, top logprobs)."""
     usage = data.get("usage") or {}
+    details = usage.get("completion_tokens_details") or {}
+    logprobs = choice.get("logprobs")
     return Completion(
-        content=text,
         finish_reason=choice.get("finish_reason"),
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"),
+        reasoning_tokens=details.get("reasoning_tokens"),
         latency_s=time.perf_counter() - started,
         attempt_latencies_s=tuple(attempt_latencies),
         attempts=len(attempt_latencies),
+        top_logprobs=_top_logprobs(logprobs) if logprobs else (),
+        **reply,
     )
+
+
+def _top_logprobs(logprobs: dict[str, Any]) -> tuple[dict[str, float], ...]:
+    """``choices[0].logprobs.content[i].top_logprobs`` (the chat format; vLLM and SGLang send it
+    too) as one {token: logprob} per generated token. A shape nel cannot read is a bad_response."""
+    if not isinstance(logprobs, dict):
+        raise TypeError("choices[0].logprobs is not an object")
+    content = logprobs.get("content")
+    if content is None:
+        return ()
+    if not isinstance(content, list) or not all(isinstance(p, dict) for p in content):
+        raise TypeError("choices[0].logprobs.content is not a list of objects")
+    tokens: list[dict[str, float]] = []
+    for position in content:
+        top = position.get("top_logprobs") or []
+        alternatives = {str(t["token"]): float(t["logprob"]) for t in top}
+        if not alternatives and "token" in position:  # top_logprobs not asked for: the chosen token only
+            alternatives = {str(position["token"]): float(position["logprob"])}
+        tokens.append(alternatives)
+    return tuple(tokens)
 
 
 def _parse_retry_after(value: str | None) -> float | None:

@@ -84,6 +84,9 @@ class Completion:
     """The reply's ``tool_calls`` (OpenAI function-calling shape), as the server sent them."""
     cached: bool = False
     """Answered from the response cache: no request was sent."""
+    top_logprobs: tuple[dict[str, float], ...] = ()
+    """Per generated token, its most likely alternatives (token -> logprob), when the request
+    asked for ``logprobs``/``top_logprobs`` and the server sent them; empty otherwise."""
 
 
 @dataclass(frozen=True)

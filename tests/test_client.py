@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
 import socket
+import threading
 import time
 
 import pytest
@@ -39,6 +41,63 @@ def test_success_records_tokens_reasoning_and_finish_reason() -> None:
     assert (done.prompt_tokens, done.completion_tokens, done.reasoning_tokens) == (3, 3, 3)
     assert done.attempts == 1 and len(done.attempt_latencies_s) == 1
     assert done.latency_s >= done.attempt_latencies_s[0] > 0
+
+
+def test_top_logprobs_are_read_when_asked_for() -> None:
+    top = [{"M": -0.02, "m": -4.0, "Both": -9.0}]
+    with ModelServer(default=Rule(content="M", top_logprobs=top)) as srv:
+        plain = chat(srv.base_url)
+        asked = chat(srv.base_url, sampling={"logprobs": True, "top_logprobs": 3})
+        sent = srv.requests[-1].body
+    assert plain.top_logprobs == ()  # not asked: the server sends logprobs null, as OpenAI does
+    assert asked.top_logprobs == tuple(top) and asked.content == "M"
+    assert (sent["logprobs"], sent["top_logprobs"]) == (True, 3)
+
+
+class RawServer:
+    """A loopback HTTP server that answers every POST with one fixed 200 body: replies the
+    programmable model server would never send."""
+
+    def __init__(self, body: str) -> None:
+        payload = body.encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+
+    def __enter__(self) -> str:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("logprobs", "why"),
+    [
+        ('"yes"', "choices[0].logprobs is not an object"),
+        ('{"content": "x"}', "choices[0].logprobs.content is not a list of objects"),
+        ('{"content": [{"token": "a", "top_logprobs": [{"token": "a"}]}]}', "malformed reply ('logprob')"),
+    ],
+)
+def test_logprobs_of_the_wrong_shape_are_a_bad_response(logprobs: str, why: str) -> None:
+    body = ('{"choices": [{"index": 0, "message": {"role": "assistant", "content": "M"}, "finish_reason": "stop", '
+            f'"logprobs": {logprobs}}}]}}')  # fmt: skip
+    with RawServer(body) as url:
+        error = failure(url, max_retries=0)
+    assert error.kind == "bad_response" and why in str(error)
 
 
 def test_length_finish_is_kept() -> None:

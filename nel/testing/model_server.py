@@ -127,6 +127,9 @@ class Rule:
             (arguments a dict, JSON-encoded on the wire as OpenAI does, or a string sent as
             it is), given ids ``call_0``, ``call_1``, ...; with ``content=None`` this is the
             reply of a model that only calls tools.
+        top_logprobs: per reply token, its top alternatives ``{token: logprob}`` (the first key
+            is the token sent); sent as ``choices[0].logprobs.content`` in OpenAI's shape when the
+            request asks for ``"logprobs": true``, as OpenAI does; otherwise ``logprobs`` is null.
     """
 
     match: str | None = None
@@ -143,6 +146,7 @@ class Rule:
     times: int | None = None
     usage: dict[str, Any] | None = None
     tool_calls: list[dict[str, Any]] | None = None
+    top_logprobs: list[dict[str, float]] | None = None
 
     def __post_init__(self) -> None:
         # Fail at construction, where the test author is, not inside the server thread.
@@ -221,6 +225,7 @@ class _Prepared:
         "error_body",
         "headers",
         "kind",
+        "logprobs_choices_json",
         "reasoning_tokens",
         "rule",
         "usage_json",
@@ -261,17 +266,24 @@ class _Prepared:
             len(rule.reasoning_content.split()) if rule.reasoning_content is not None else None
         )
         self.choices_json = self.make_choices(rule.content, rule.finish_reason)
+        self.logprobs_choices_json = (
+            self.make_choices(rule.content, rule.finish_reason, logprobs=True) if rule.top_logprobs else None
+        )
         self.usage_json = json.dumps(rule.usage) if rule.usage is not None else None
 
-    def make_choices(self, content: str | None, finish_reason: str) -> str:
+    def make_choices(
+        self, content: str | None, finish_reason: str, *, logprobs: bool = False, tokens: int | None = None
+    ) -> str:
+        """The ``choices`` JSON; with ``logprobs``, the rule's top logprobs of the first ``tokens``."""
         message: dict[str, Any] = {"role": "assistant", "content": content}
         if self.rule.reasoning_content is not None:
             message["reasoning_content"] = self.rule.reasoning_content
         if self.rule.tool_calls is not None:
             message["tool_calls"] = [_tool_call(i, call) for i, call in enumerate(self.rule.tool_calls)]
-        return json.dumps(
-            [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}]
-        )
+        sent = None
+        if logprobs and self.rule.top_logprobs:
+            sent = {"content": [_logprob_position(top) for top in self.rule.top_logprobs[:tokens]]}
+        return json.dumps([{"index": 0, "message": message, "logprobs": sent, "finish_reason": finish_reason}])
 
     def usage(self, prompt_tokens: int, completion_tokens: int) -> str:
         if self.usage_json is not None:
@@ -285,6 +297,12 @@ class _Prepared:
             f'{{"prompt_tokens":{prompt_tokens},"completion_tokens":{completion_tokens},'
             f'"total_tokens":{prompt_tokens + completion_tokens}{details}}}'
         )
+
+
+def _logprob_position(top: dict[str, float]) -> dict[str, Any]:
+    """One token of OpenAI's ``logprobs.content``: the first alternative is the token sent."""
+    alternatives = [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in top.items()]
+    return {**alternatives[0], "top_logprobs": alternatives} if alternatives else {"top_logprobs": []}
 
 
 def _tool_call(index: int, call: dict[str, Any]) -> dict[str, Any]:
@@ -682,27 +700,18 @@ class ModelServer:
         return self._default_prepared
 
     def _reply_ok(self, prepared: _Prepared, body: dict[str, Any], texts: list[str]) -> web.Response:
-        choices = prepared.choices_json
+        wants_logprobs = body.get("logprobs") is True
+        choices = prepared.logprobs_choices_json if wants_logprobs else None
+        choices = choices or prepared.choices_json
         completion_tokens = prepared.completion_tokens
         limit = body.get("max_completion_tokens", body.get("max_tokens"))
         if isinstance(limit, int) and not isinstance(limit, bool) and completion_tokens > limit >= 0:
             words = prepared.content_words[:limit]
             completion_tokens = len(words)
-            choices = prepared.make_choices(" ".join(words), "length")
-        prompt_tokens = 0
-        if prepared.usage_json is None:
-            for t in texts:
-                prompt_tokens += len(t.split())
-        model = body.get("model", self.model_name)
-        model_json = json.dumps(model)
-        self._next_id += 1
-        payload = (
-            f'{{"id":"chatcmpl-{self._next_id}","object":"chat.completion",'
-            f'"created":{int(time.time())},"model":{model_json},"choices":{choices},'
-            f'"usage":{prepared.usage(prompt_tokens, completion_tokens)}}}'
-        )
-        return web.Response(body=payload.encode(), headers=prepared.headers)
-
+            choices = prepared.make_choices(" ".join(words), "length", logprobs=wants_logprobs, tokens=limit)
+        prompt_tokens = 0 if prepared.usage_json is not None else sum(len(t.split()) for t in texts)
+        usage = prepared.usage(prompt_tokens, completion_tokens)
+        return self._envelope(prepared, body, "chat.completion", choices, usage)
 
     def _reply_text(self, prepared: _Prepared, body: dict[str, Any], texts: list[str]) -> web.Response:
         """A ``text_completion`` reply: the rule's content as ``choices[0].text``, cut at ``max_tokens``."""
@@ -713,11 +722,18 @@ class ModelServer:
         text = prepared.rule.content if words is prepared.content_words else " ".join(words)
         choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
         prompt_tokens = 0 if prepared.usage_json is not None else sum(len(t.split()) for t in texts)
+        usage = prepared.usage(prompt_tokens, len(words))
+        return self._envelope(prepared, body, "text_completion", f"[{json.dumps(choice)}]", usage)
+
+    def _envelope(
+        self, prepared: _Prepared, body: dict[str, Any], kind: str, choices: str, usage: str
+    ) -> web.Response:
+        """The reply object around ``choices`` (JSON text), the same for every route."""
         self._next_id += 1
+        prefix = "chatcmpl" if kind == "chat.completion" else "cmpl"
         payload = (
-            f'{{"id":"cmpl-{self._next_id}","object":"text_completion","created":{int(time.time())},'
-            f'"model":{json.dumps(body.get("model", self.model_name))},"choices":[{json.dumps(choice)}],'
-            f'"usage":{prepared.usage(prompt_tokens, len(words))}}}'
+            f'{{"id":"{prefix}-{self._next_id}","object":"{kind}","created":{int(time.time())},'
+            f'"model":{json.dumps(body.get("model", self.model_name))},"choices":{choices},"usage":{usage}}}'
         )
         return web.Response(body=payload.encode(), headers=prepared.headers)
 
