@@ -17,6 +17,7 @@ import pytest
 
 from nel.client import ModelClient
 from nel.errors import ConfigError
+from nel.scoring.alpaca_eval import switched
 from nel.scoring.instruction_following import load_ifbench_rows, load_ifbench_sample_outputs
 from nel.skills.backends import NativeBackend
 from nel.skills.catalog import CATALOG
@@ -73,6 +74,10 @@ SAMPLES: dict[str, tuple[str, dict[str, Any], str | None]] = {
     "aalcr": ("Paris", {"question": "q", "original_question": "q", "expected_answer": "Paris"}, "CORRECT"),
     "scicode": (*_scicode_sample(), None),
     "arena": ("MODEL", {"question": "q", "baseline_answer": "b"}, "[[A=B]]"),  # a tie in both games: 0.5
+    "alpaca_eval": ("MODEL", {"instruction": "q", "baseline_answer": "b", "instruction_difficulty": 0.3,
+                              "gamed": [{"preference": 0.4, "std_delta_len": 0.5, "instruction_difficulty": 0.3, "row": 0},
+                                        {"preference": 0.6, "std_delta_len": -0.5, "instruction_difficulty": 0.3, "row": 805}]},
+                    "m" if switched("q") else "M"),  # the judge picks the model's output: preference 2
     "bfcl": ('{"content": "no call", "tool_calls": []}', {"bfcl_kind": "irrelevance", "subset_for_metrics": "irrelevance"}, None),
 }
 

@@ -19,10 +19,11 @@ TABLE = {  # the seed's benchmark table -> catalog name
     "MATH-500": "math-500", "GPQA Diamond": "gpqa", "MMLU": "mmlu", "MMLU-Pro": "mmlu-pro", "HLE": "hle",
     "SimpleQA": "simpleqa", "LiveCodeBench": "livecodebench", "SciCode": "scicode", "SWE-bench": "swe-bench",
     "IFBench": "ifbench", "IFEval": "ifeval", "BFCL v3": "bfcl_v3", "BFCL v4": "bfcl_v4", "RULER": "ruler",
-    "AA-LCR": "aalcr",
+    "AA-LCR": "aalcr", "ARC-Challenge": "arc-challenge", "TriviaQA": "triviaqa", "Arena-Hard": "arena-hard",
+    "AlpacaEval 2.0": "alpaca-eval",
 }  # fmt: skip
 RUNNABLE = {"gsm8k", "math-500", "aime24", "aime25", "hmmt_feb25", "gpqa", "mmlu", "mmlu-pro", "simpleqa",
-            "human-eval", "ifbench", "ifeval"}  # fmt: skip
+            "human-eval", "ifbench", "ifeval", "arc-challenge", "triviaqa", "arena-hard", "alpaca-eval"}  # fmt: skip
 
 
 def test_every_benchmark_of_the_table_has_a_row():
@@ -41,7 +42,7 @@ def test_runnable_rows_are_complete_and_the_others_say_why():
             # the prompt only reads fields the prepared rows are checked to have (a multi-step solver fills its own)
             assert bench.solver != "chat" or template_fields(PROMPT_CONFIGS[bench.prompt_config].user) - {
                 "examples"} <= set(bench.required_fields)  # fmt: skip
-            if bench.judge_prompt_config:
+            if bench.judge_prompt_config and bench.metrics_type != "alpaca_eval":  # its prompt is alpaca-eval's file
                 assert bench.judge_prompt_config in PROMPT_CONFIGS
         else:  # not runnable says why, or the scoring type does (a package or a data file missing here)
             reason = bench.not_runnable or (bench.scoring.missing() if bench.scoring else None)

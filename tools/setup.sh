@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-extras="local,if,cluster"
+extras="local,if,cluster,alpaca"
 [ "${1:-}" = "--test" ] && extras="$extras,test"
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
@@ -38,4 +38,7 @@ pip install --no-deps "lm-eval==0.4.13"
 pip install --no-deps "nvidia-bfcl==26.3"
 pip install --no-deps "bfcl-eval==2026.3.23"
 pip install "mpmath==1.3.0"
+# AlpacaEval 2.0's judge config and prompt (skills://alpaca-eval reads its files, never imports it):
+# its metadata pulls datasets, the OpenAI SDK and patsy.
+pip install --no-deps "alpaca-eval==0.6.6"
 echo "nel is set up in $(pwd)/.venv ($(.venv/bin/nel --version))"

@@ -111,7 +111,8 @@ class NativeBackend:
             eval_type=self.bench.eval_type,
             extract_regex=self.bench.extract_regex,
             judge=judge,
-            judge_template=get_prompt_config(judge_config).user if judge_config else None,
+            # A type that calls the judge itself reads its own prompt (Arena's pair, AlpacaEval's package file).
+            judge_template=get_prompt_config(judge_config).user if judge_config and not scoring.judged_by_scorer else None,
             judge_prompt_config=judge_config,
             workers=workers,
             executor=executor,

@@ -241,11 +241,14 @@ _ENTRIES: tuple[Benchmark, ...] = (
         convert=cv.arena_hard_rows,
     ),
     Benchmark(
-        name="alpaca-eval", title="AlpacaEval 2.0", metrics_type="alpaca_eval", prompt_config="generic/default",
-        num_problems=805, judge_prompt_config="weighted_alpaca_eval_gpt4_turbo",
-        sources=(Source(f"{_HF}/tatsu-lab/alpaca_eval/resolve/main/alpaca_eval.json", "alpaca-eval/alpaca_eval.json"),),
-        not_runnable="its length-controlled win rate (alpaca-eval 0.6.6, metrics/glm_winrate.py) needs sklearn, "
-        "patsy and the hub's instruction_difficulty.csv, and the weighted judge needs top logprobs; not built yet",
+        name="alpaca-eval", title="AlpacaEval 2.0 (length-controlled)", metrics_type="alpaca_eval",
+        prompt_config="generic/default", eval_split="eval", num_problems=805,
+        required_fields=("question", "instruction", "baseline_answer", "instruction_difficulty", "gamed"),
+        judge_prompt_config="weighted_alpaca_eval_gpt4_turbo",
+        sources=(Source(f"{_HF}/tatsu-lab/alpaca_eval/resolve/main/alpaca_eval_gpt4_baseline.json",
+                        "alpaca-eval/alpaca_eval_gpt4_baseline.json"),
+                 Source(f"{_HF}/tatsu-lab/alpaca_eval/resolve/main/df_gamed.csv", "alpaca-eval/df_gamed.csv")),
+        convert=cv.alpaca_eval_rows,
     ),
     Benchmark(
         name="aalcr", title="AA-LCR", metrics_type="aalcr", prompt_config="generic/default", num_problems=100,

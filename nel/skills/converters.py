@@ -337,6 +337,62 @@ def triviaqa_rows(paths: list[Path]) -> Iterator[Row]:
         }
 
 
+def alpaca_eval_rows(paths: list[Path]) -> Iterator[Row]:
+    """AlpacaEval 2.0's 805 instructions with the baseline's outputs (``alpaca_eval_gpt4_baseline.json``),
+    each joined with its rows of alpaca-eval's ``df_gamed.csv`` by position (its ``index``): the
+    instruction's difficulty (the first row's, as alpaca-eval looks it up) and the two
+    length-gamed baselines the length-controlled fit is regularised towards, each with its
+    row number in the file (``row``), so the fit can take them in the file's order."""
+    try:
+        records = json.loads(paths[0].read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"{paths[0]}: not a JSON file ({exc})") from None
+    if not isinstance(records, list):
+        raise DataError(f"{paths[0]}: expected a JSON list of instructions")
+    gamed: dict[int, list[Row]] = {}
+    with open(paths[1], newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        wanted = ("index", "preference", "std_delta_len", "instruction_difficulty", "not_gamed_baseline")
+        missing = [c for c in wanted if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(f"{paths[1]}: missing column(s) {', '.join(missing)}")
+        for line, rec in enumerate(reader, start=2):
+            try:
+                entry: Row = {
+                    k: float(rec[k]) for k in ("preference", "std_delta_len", "instruction_difficulty")
+                }
+                entry["row"] = line - 2
+                index = int(float(rec["index"]))
+            except ValueError as exc:
+                raise DataError(f"{paths[1]}:{line}: {exc}") from None
+            if rec["not_gamed_baseline"].strip().lower() not in ("false", "0"):
+                raise DataError(
+                    f"{paths[1]}:{line}: not_gamed_baseline is {rec['not_gamed_baseline']!r}, expected False"
+                )
+            gamed.setdefault(index, []).append(entry)
+    for index, record in enumerate(records):
+        if (
+            not isinstance(record, dict)
+            or not isinstance(record.get("instruction"), str)
+            or "output" not in record
+        ):
+            raise DataError(f"{paths[0]}: entry {index} has no instruction and output")
+        entries = gamed.get(index, [])
+        if len(entries) != 2:
+            raise DataError(
+                f"{paths[1]}: instruction {index} has {len(entries)} gamed-baseline rows, expected 2"
+            )
+        yield {
+            "question": record["instruction"],
+            "instruction": record["instruction"],
+            "baseline_answer": str(record["output"]),
+            "baseline_generator": record.get("generator"),
+            "dataset": record.get("dataset"),
+            "instruction_difficulty": entries[0]["instruction_difficulty"],
+            "gamed": entries,
+        }
+
+
 def arena_hard_rows(paths: list[Path]) -> Iterator[Row]:
     """arena-hard-auto's questions (``prompt`` -> ``question``) joined with the baseline's first
     assistant turn by ``uid``, as NeMo-Skills' arena-hard prepare.py does; a question whose

@@ -10,6 +10,7 @@ from __future__ import annotations
 from nel.errors import ConfigError, suggest
 from nel.metrics import MetricsHook
 from nel.skills.scoring_types.aalcr import AALCR
+from nel.skills.scoring_types.alpaca_eval import ALPACA_EVAL
 from nel.skills.scoring_types.arena import ARENA
 from nel.skills.scoring_types.base import (
     Package,
@@ -41,7 +42,7 @@ __all__ = [
 ]
 
 _TYPES: tuple[ScoringType, ...] = (MATH, MULTICHOICE, EXACT_MATCH, SIMPLEQA, HLE, EVALPLUS, INSTRUCTION_FOLLOWING, LIVECODEBENCH)
-_TYPES += (RULER, AALCR, SCICODE, ARENA, BFCL)
+_TYPES += (RULER, AALCR, SCICODE, ARENA, BFCL, ALPACA_EVAL)
 
 SCORING_TYPES: dict[str, ScoringType] = {t.name: t for t in _TYPES}
 
