@@ -158,3 +158,23 @@ def test_arena_hard_needs_a_judge(tmp_path: Path):
                      "--skills-backend", "native"])  # fmt: skip
     assert code == ExitCode.USAGE
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_a_question_the_model_did_not_answer_loses_both_games(tmp_path: Path):
+    upstream = tmp_path / "upstream"
+    _write_upstream(upstream, QUESTIONS)
+    rows = list(arena_hard_rows([upstream / "question.jsonl", upstream / "gpt-4-0314.jsonl"]))
+    write_jsonl_atomic(tmp_path / "data" / "arena-hard" / "test.jsonl", rows)
+    out = tmp_path / "run"
+    too_long = Rule(match=QUESTIONS[0], status=400, message="This model's maximum context length is 4096 tokens")
+    with ModelServer(rules=[too_long], default=Rule(content="MODEL answer")) as model, \
+            ModelServer(answer_fn=_judge(dict.fromkeys(QUESTIONS, ">>"))) as judge:  # fmt: skip
+        code = main(["eval", "run", "--bench", "skills://arena-hard", "--model-url", model.base_url, "--model-id", "m",
+                     "--judge-url", judge.base_url, "--judge-model", "judge-m", "--data-dir", str(tmp_path / "data"),
+                     "--output-dir", str(out), "--progress", "none", "--skills-backend", "native"])  # fmt: skip
+    assert code == EXIT_OK
+    metrics = json.loads((out / "metrics.json").read_text())["arena-hard"]["pass@1"]
+    assert metrics["no_answer"] == 1 and metrics["invalid_scores"] == 0
+    # three questions won strongly in both games (3 battles each), the fourth lost twice
+    assert metrics["battles"] == 3 * 2 * 3 + 2
+    assert metrics["score"] == pytest.approx(round(_logistic_fit_share(battles([2] * 6 + [-1, -1])), 2), abs=0.01)

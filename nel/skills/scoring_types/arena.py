@@ -102,18 +102,28 @@ class ArenaScorer(InlineScorer):
 
 
 def arena_metrics(data: MetricInputs, out: Metrics) -> Metrics:
-    """All rows' battles (every repeat pooled, problem by problem) -> one ``pass@1`` bucket."""
+    """All rows' battles (every repeat pooled, problem by problem) -> one ``pass@1`` bucket.
+
+    A row without judgements (the model gave no answer: ``context_length``,
+    ``unfinished_reasoning``, or a failed row kept by ``--allow-partial``) loses both its
+    games, as pass@k counts such a row 0; ``no_answer`` counts them.
+    """
     first, second = data.scores["margin_gen_base"], data.scores["margin_base_gen"]
     invalid = data.scores["invalid_games"].astype(int)
+    judged = data.answers >= 0  # a judged row always has its verdicts as the extracted answer
     margins: list[int | None] = []
-    for m1, m2, bad in zip(first.ravel(), second.ravel(), invalid.ravel()):
-        margins.append(None if bad & 1 else int(m1))
-        margins.append(None if bad & 2 else int(m2))
+    for m1, m2, bad, ok in zip(first.ravel(), second.ravel(), invalid.ravel(), judged.ravel()):
+        margins.append(None if bad & 1 else int(m1) if ok else -1)
+        margins.append(None if bad & 2 else int(m2) if ok else -1)
     common = {
         k: v for k, v in out.get("pass@1", {}).items() if k in ("num_entries", "avg_tokens", "gen_seconds")
     }
     result = arena_score(battles(margins))
-    bucket: dict[str, object] = {**common, "invalid_scores": int(sum(m is None for m in margins))}
+    bucket: dict[str, object] = {
+        **common,
+        "invalid_scores": int(sum(m is None for m in margins)),
+        "no_answer": int((~judged).sum()),
+    }
     if result is not None:
         bucket.update(score=result.score, **{"95_CI": list(result.ci95)}, battles=result.battles)
     return {"pass@1": bucket}
