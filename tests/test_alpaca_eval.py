@@ -352,7 +352,8 @@ def test_too_few_rows_to_fit_says_why():
     ("edit", "message"),
     [
         (lambda text: text.replace(",not_gamed_baseline", ",other"), "missing column(s) not_gamed_baseline"),
-        (lambda text: "\n".join(text.splitlines()[:-1]) + "\n", "instruction 804 has 1 gamed-baseline rows"),
+        (lambda text: "\n".join(text.splitlines()[:1] + text.splitlines()[2:]) + "\n",
+         "instruction 0 has 1 gamed-baseline rows"),
     ],
 )
 def test_a_malformed_df_gamed_is_named(upstream: Upstream, tmp_path: Path, edit, message: str, capsys):
