@@ -13,27 +13,37 @@ HLE: incorrect), and so does nel, with ``verdict_parsed: false`` in the details.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from nel.client import ModelClient
 from nel.errors import ModelCallError, ScoringError
 from nel.skills.prompts import render
-from nel.types import Completion, VerifyResult
+from nel.types import Completion, Message, VerifyResult
 
 Verdict = Callable[[str, str], VerifyResult]
 """(judge reply, response) -> the row's VerifyResult."""
 
 
-async def ask_judge(client: ModelClient, prompt: str, *, where: str) -> Completion:
-    """One judge call; a failure after the client's retries is a ScoringError naming the judge."""
+async def ask_judge(
+    client: ModelClient, prompt: str | Sequence[Message], *, where: str, call: str = "", **overrides: Any
+) -> Completion:
+    """One judge call (a prompt is one user message); a failure after the client's retries is a
+    ScoringError naming the judge, the row and, for a row with several calls, which one (``call``)."""
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
     try:
-        return await client.chat([{"role": "user", "content": prompt}])
+        return await client.chat(messages, **overrides)
     except ModelCallError as exc:
-        raise ScoringError(
-            f"judge {client.model!r} at {client.base_url} failed for {where} "
-            f"({exc.kind} after {exc.attempts} attempt(s)): {exc}"
-        ) from exc
+        raise judge_failed(client, exc, where, call) from exc
+
+
+def judge_failed(client: ModelClient, exc: ModelCallError, where: str, call: str = "") -> ScoringError:
+    """The row's scoring error for a judge call that failed for good."""
+    which = f", {call}" if call else ""
+    return ScoringError(
+        f"judge {client.model!r} at {client.base_url} failed for {where}{which} "
+        f"({exc.kind} after {exc.attempts} attempt(s)): {exc}"
+    )
 
 
 def judge_details(

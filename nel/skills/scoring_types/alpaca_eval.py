@@ -49,6 +49,7 @@ from nel.scoring.alpaca_eval import (
     unswitch,
     win_rate,
 )
+from nel.skills.judge import ask_judge, judge_failed
 from nel.skills.scoring_types.base import InlineScorer, Package, ScoringOptions, ScoringType
 from nel.types import Completion, VerifyResult
 
@@ -112,11 +113,7 @@ def load_annotator(name: str = ANNOTATOR) -> Annotator:
 class AlpacaEvalScorer(InlineScorer):
     def __init__(self, options: ScoringOptions) -> None:
         super().__init__(options)
-        if options.judge is None:
-            raise ConfigError(
-                f"skills://{options.benchmark} is graded by an LLM judge ({ANNOTATOR}); "
-                "pass --judge-url and --judge-model (or judge= to SkillsEnvironment)"
-            )
+        assert options.judge is not None  # ScoringType.make_scorer refuses a judged type without one
         self.judge: ModelClient = options.judge
         self.annotator = load_annotator()
         self.logprobs_refused: str | None = None
@@ -166,19 +163,10 @@ class AlpacaEvalScorer(InlineScorer):
                 return await self.judge.chat(messages, **request), None
             except ModelCallError as exc:
                 if exc.status not in (400, 422):
-                    raise self._failed(exc, where) from exc
+                    raise judge_failed(self.judge, exc, where) from exc
                 self.logprobs_refused = str(exc)
         plain = {k: v for k, v in request.items() if k not in LOGPROB_PARAMETERS}
-        try:
-            return await self.judge.chat(messages, **plain), self.logprobs_refused
-        except ModelCallError as exc:
-            raise self._failed(exc, where) from exc
-
-    def _failed(self, exc: ModelCallError, where: str) -> ScoringError:
-        return ScoringError(
-            f"judge {self.judge.model!r} at {self.judge.base_url} failed for {where} "
-            f"({exc.kind} after {exc.attempts} attempt(s)): {exc}"
-        )
+        return await ask_judge(self.judge, messages, where=where, **plain), self.logprobs_refused
 
 
 def judged(completion: Completion) -> tuple[float | None, str]:

@@ -18,9 +18,10 @@ import asyncio
 from typing import Any
 
 from nel.client import ModelClient
-from nel.errors import ConfigError, ModelCallError, ScoringError
+from nel.errors import ScoringError
 from nel.metrics import MetricInputs, Metrics
 from nel.scoring.arena import arena_score, battles, model_margin, parse_verdict
+from nel.skills.judge import ask_judge
 from nel.skills.prompts import get_prompt_config, render
 from nel.skills.scoring_types.base import InlineScorer, ScoringOptions, ScoringType
 from nel.types import Completion, VerifyResult
@@ -48,11 +49,7 @@ def call_record(order: str, prompt: str, completion: Completion, label: str | No
 class ArenaScorer(InlineScorer):
     def __init__(self, options: ScoringOptions) -> None:
         super().__init__(options)
-        if options.judge is None:
-            raise ConfigError(
-                f"skills://{options.benchmark} is graded by an LLM judge ({options.judge_prompt_config}); "
-                "pass --judge-url and --judge-model (or judge= to SkillsEnvironment)"
-            )
+        assert options.judge is not None  # ScoringType.make_scorer refuses a judged type without one
         self.judge: ModelClient = options.judge
         self.config_name = JUDGE_CONFIG
         self.config = get_prompt_config(JUDGE_CONFIG)
@@ -67,14 +64,7 @@ class ArenaScorer(InlineScorer):
             {"role": "system", "content": self.config.system or ""},
             {"role": "user", "content": prompt},
         ]
-        try:
-            completion = await self.judge.chat(messages)
-        except ModelCallError as exc:
-            raise ScoringError(
-                f"judge {self.judge.model!r} at {self.judge.base_url} failed for {where}, game {order} "
-                f"({exc.kind} after {exc.attempts} attempt(s)): {exc}"
-            ) from exc
-        return prompt, completion
+        return prompt, await ask_judge(self.judge, messages, where=where, call=f"game {order}")
 
     async def score(self, response: str, row: dict[str, Any], *, where: str) -> VerifyResult:
         if "baseline_answer" not in row:

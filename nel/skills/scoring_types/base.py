@@ -108,14 +108,14 @@ class ScoringType:
         reason = self.missing(options.eval_type)
         if reason is not None:
             raise ConfigError(f"skills://{options.benchmark}: {reason}")
-        if self.scorer is not None:
-            return self.scorer(options)
-        assert self.verdict is not None
-        if options.judge is None:
+        if self.needs_judge and options.judge is None:
             raise ConfigError(
                 f"skills://{options.benchmark} is graded by an LLM judge ({options.judge_prompt_config}); "
                 "pass --judge-url and --judge-model (or judge= to SkillsEnvironment)"
             )
+        if self.scorer is not None:
+            return self.scorer(options)
+        assert self.verdict is not None and options.judge is not None
         if options.judge_template is None or options.judge_prompt_config is None:
             raise ConfigError(f"skills://{options.benchmark}: METRICS_TYPE {self.name} has no judge prompt")
         return JudgeScorer(options.judge, options.judge_template, self.verdict, options.judge_prompt_config)
