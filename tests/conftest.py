@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import threading
@@ -25,16 +26,25 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="session")
-def sources_mirror(sources_dir: Path) -> Iterator[str]:
-    """The upstream benchmark files served over real HTTP on 127.0.0.1."""
-    handler = functools.partial(_QuietHandler, directory=str(sources_dir))
+@contextlib.contextmanager
+def serve_folder(root: Path) -> Iterator[str]:
+    """``root`` served over real HTTP on 127.0.0.1 while the block runs; yields its URL."""
+    handler = functools.partial(_QuietHandler, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="session")
+def sources_mirror(sources_dir: Path) -> Iterator[str]:
+    """The upstream benchmark files served over real HTTP on 127.0.0.1."""
+    with serve_folder(sources_dir) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -53,9 +63,14 @@ def fixture_mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[P
     """An empty folder served over real HTTP on 127.0.0.1 (a module's tests put upstream-format
     files in it as ``<benchmark>/<file>``) and its URL, for ``--mirror`` / ``NEL_DATA_MIRROR``."""
     root = tmp_path_factory.mktemp("mirror")
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve_folder(root) as url:
+        yield root, url
+
+
+@pytest.fixture()
+def mirror_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """``fixture_mirror`` for one test: an empty folder of its own, served over loopback HTTP."""
+    root = tmp_path / "mirror"
+    root.mkdir()
+    with serve_folder(root) as url:
+        yield root, url

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import functools
 import http.server
 import io
 import json
@@ -13,7 +12,6 @@ import random
 import re
 import tarfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -25,24 +23,6 @@ from nel.errors import DataError
 from nel.skills.catalog import CATALOG, get_benchmark
 from nel.skills.data import read_jsonl
 from nel.skills.prepare import prepare
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture()
-def mirror_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """An empty directory served over HTTP on 127.0.0.1: tests put upstream-format files in it."""
-    root = tmp_path / "mirror"
-    root.mkdir()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def _put(root: Path, name: str, data: bytes | str) -> None:
@@ -170,22 +150,20 @@ def test_gated_source_without_token_names_the_variable(
         prepare(get_benchmark(name), tmp_path, show_progress=False)
 
 
-def test_gated_source_sends_the_token_to_hf_endpoint(
-    tmp_path: Path, mirror_dir: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
-):
+def test_gated_source_sends_the_token_to_hf_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """HF_ENDPOINT moves the hub (a local stand-in here); the token goes with the request."""
     seen: list[str | None] = []
-    root, _ = mirror_dir
 
-    class Recording(_Quiet):
+    class Recording(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             seen.append(self.headers.get("Authorization"))
             self.send_response(403)
             self.end_headers()
 
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Recording, directory=str(root))
-    )
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recording)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         monkeypatch.delenv("NEL_DATA_MIRROR", raising=False)
