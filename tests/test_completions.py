@@ -8,8 +8,9 @@ import asyncio
 import pytest
 
 from nel.client import ModelClient
-from nel.errors import ModelCallError
-from nel.solvers import ChatSolver
+from nel.errors import ConfigError, ModelCallError
+from nel.reasoning import ReasoningTags
+from nel.solvers import ChatSolver, make_solver
 from nel.testing.model_server import ModelServer, Rule
 from nel.types import SeedResult, Task
 
@@ -89,3 +90,21 @@ def test_answer_prefix_text_and_chat_modes() -> None:
     assert sent[1].body["messages"] == list(conversation)
     assert sent[1].body["continue_final_message"] is True and sent[1].body["add_generation_prompt"] is False
     assert sent[2].path == "/v1/chat/completions" and "continue_final_message" not in sent[2].body
+
+
+@pytest.mark.parametrize(("kind", "why"), [("scicode", "SciCode's prompts"), ("bfcl", "BFCL's conversations")])
+def test_solvers_whose_conversations_end_with_the_user_refuse_an_answer_prefix(kind: str, why: str) -> None:
+    client = ModelClient("http://127.0.0.1:9/v1", "m")
+    with pytest.raises(ConfigError, match=f"{why} end with no answer prefix: --answer-prefix does not apply"):
+        make_solver(kind, client, answer_prefix="chat")
+    with pytest.raises(ValueError, match="answer_prefix must be one of"):
+        make_solver("chat", client, answer_prefix="json")
+
+
+@pytest.mark.parametrize("kind", ["chat", "scicode", "bfcl"])
+def test_every_solver_names_non_default_reasoning_tags_in_its_identity(kind: str) -> None:
+    client = ModelClient("http://127.0.0.1:9/v1", "m")
+    default = make_solver(kind, client).describe()  # type: ignore[attr-defined]
+    other = make_solver(kind, client, reasoning_tags=ReasoningTags("<r>", "</r>")).describe()  # type: ignore[attr-defined]
+    assert "reasoning_tags" not in default and other["reasoning_tags"] == ["<r>", "</r>"]
+    assert default["type"] == kind and other == {**default, "reasoning_tags": ["<r>", "</r>"]}

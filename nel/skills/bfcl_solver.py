@@ -13,32 +13,19 @@ from typing import Any
 
 import orjson
 
-from nel.client import ModelClient
 from nel.errors import ConfigError
-from nel.reasoning import THINK, ReasoningTags, split_reasoning
 from nel.skills.bfcl_multi_turn import play
+from nel.solvers.base import ModelSolver
 from nel.types import PROBLEM_KEY, Message, SolveResult, Task
 
 Row = dict[str, Any]
 
 
-class BfclSolver:
-    """``reasoning_tags`` split thinking out of a single-turn reply's content; ``answer_prefix``
-    does not apply (BFCL's conversations end with the user's turn)."""
+class BfclSolver(ModelSolver):
+    """``reasoning_tags`` split thinking out of a single-turn reply's content."""
 
-    def __init__(
-        self, client: ModelClient, reasoning_tags: ReasoningTags | None = THINK, answer_prefix: str = "text"
-    ) -> None:
-        if answer_prefix != "text":
-            raise ConfigError("BFCL's conversations end with no answer prefix: --answer-prefix does not apply to it")
-        self.client = client
-        self.reasoning_tags = reasoning_tags
-
-    def describe(self) -> dict[str, object]:
-        return {"type": "bfcl", "model_id": self.client.model, "sampling": self.client.sampling}
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
+    kind = "bfcl"
+    answer_prefix_refused = "BFCL's conversations end with no answer prefix"
 
     async def solve(self, task: Task) -> SolveResult:
         row = task.seed.metadata.get(PROBLEM_KEY)
@@ -51,7 +38,7 @@ class BfclSolver:
         completion = await self.client.chat(
             messages, tools=row["tools"], sample=sample, **self.client.sample_overrides(sample)
         )
-        split = split_reasoning(completion, self.reasoning_tags)
+        split = self.split(completion)
         response = {"content": split.answer, "tool_calls": list(completion.tool_calls)}
         return SolveResult(
             response=orjson.dumps(response).decode(),

@@ -20,16 +20,20 @@ from typing import Any
 
 from nel.client import ModelClient
 from nel.errors import ConfigError, ModelCallError
-from nel.reasoning import THINK, ReasoningTags, split_reasoning
+from nel.reasoning import THINK, ReasoningTags
 from nel.skills.scicode import OUT_OF_CONTEXT, extract_step_code, step_fields, step_key
+from nel.solvers.base import ModelSolver
 from nel.types import PROBLEM_KEY, PROMPT_KEY, Completion, Message, SolveResult, Task
 
 __all__ = ["SciCodeSolver"]
 
 
-class SciCodeSolver:
+class SciCodeSolver(ModelSolver):
     """``with_background``: put each step's scientific background in the requests (NeMo-Skills'
     default, ``++with_background=True``)."""
+
+    kind = "scicode"
+    answer_prefix_refused = "SciCode's prompts end with no answer prefix"
 
     def __init__(
         self,
@@ -38,24 +42,11 @@ class SciCodeSolver:
         reasoning_tags: ReasoningTags | None = THINK,
         answer_prefix: str = "text",
     ) -> None:
-        if answer_prefix != "text":
-            raise ConfigError("SciCode's prompts end with no answer prefix: --answer-prefix does not apply to it")
-        self.client = client
+        super().__init__(client, reasoning_tags, answer_prefix)
         self.with_background = with_background
-        self.reasoning_tags = reasoning_tags
 
-    def describe(self) -> dict[str, object]:
-        return {
-            "type": "scicode",
-            "model_id": self.client.model,
-            "sampling": self.client.sampling,
-            "with_background": self.with_background,
-            **({} if self.reasoning_tags == THINK else
-               {"reasoning_tags": self.reasoning_tags and [self.reasoning_tags.open, self.reasoning_tags.close]}),
-        }
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
+    def options(self) -> dict[str, object]:
+        return {"with_background": self.with_background}
 
     async def solve(self, task: Task) -> SolveResult:
         row, prompt = task.seed.metadata.get(PROBLEM_KEY), task.seed.metadata.get(PROMPT_KEY)
@@ -87,7 +78,7 @@ class SciCodeSolver:
                 programs[step_key(row, index)] = OUT_OF_CONTEXT
                 continue
             calls.append(completion)
-            code[index] = extract_step_code(split_reasoning(completion, self.reasoning_tags).answer)
+            code[index] = extract_step_code(self.split(completion).answer)
             earlier = "\n".join(code[:index])
             head = f"{fields['dependencies']}\n{earlier}\n" if earlier else f"{fields['dependencies']}\n"
             programs[step_key(row, index)] = f"{head}\n{code[index]}"

@@ -1,44 +1,25 @@
-"""Solvers turn a seeded task into a response by calling the model.
-
-The solver, not the loop, owns the model call, so multi-turn or tool-using solvers fit
-the same loop; every call goes through `ModelClient` and is returned in
-``SolveResult.calls`` so the trajectory records all of them.
-"""
+"""The chat solver: one completion per task, the seeded prompt (or conversation) as it is."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from nel.client import ModelClient
-from nel.errors import ConfigError
-from nel.reasoning import THINK, ReasoningTags, split_reasoning, unfinished_message
+from nel.reasoning import THINK, ReasoningTags, unfinished_message
+from nel.solvers.base import ModelSolver
 from nel.types import Completion, Message, SolveResult, Task
 
-
-@runtime_checkable
-class Solver(Protocol):
-    """Anything with ``async solve(task) -> SolveResult``; an ``aclose()``, if present, is
-    awaited when the run ends."""
-
-    async def solve(self, task: Task) -> SolveResult: ...
+__all__ = ["ChatSolver"]
 
 
-ANSWER_PREFIX_MODES = ("text", "chat")
-"""How a seeded conversation that ends with a partial assistant message (an answer prefix the
-model continues, as RULER's prompts end) is sent: ``text`` as one prompt to ``/completions``,
-the prefix appended (also what base models need); ``chat`` as a chat request that continues
-the last message (vLLM's ``continue_final_message``). The default is ``text``, as NeMo-Skills
-sends RULER."""
-
-
-class ChatSolver:
+class ChatSolver(ModelSolver):
     """One chat completion per task: optional system prompt, then the seeded prompt.
 
-    ``reasoning_tags`` (nel.reasoning) split inline thinking from the answer; None turns that off.
-    ``answer_prefix`` (one of `ANSWER_PREFIX_MODES`) applies only to conversations whose last
-    message is the assistant's; every other task is a plain chat request.
+    ``answer_prefix`` applies only to conversations whose last message is the assistant's;
+    every other task is a plain chat request.
     """
+
+    kind = "chat"
 
     def __init__(
         self,
@@ -47,26 +28,12 @@ class ChatSolver:
         reasoning_tags: ReasoningTags | None = THINK,
         answer_prefix: str = "text",
     ) -> None:
-        if answer_prefix not in ANSWER_PREFIX_MODES:
-            raise ValueError(f"answer_prefix must be one of {ANSWER_PREFIX_MODES}, got {answer_prefix!r}")
-        self.client = client
+        super().__init__(client, reasoning_tags, answer_prefix)
         self.system_prompt = system_prompt
-        self.reasoning_tags = reasoning_tags
-        self.answer_prefix = answer_prefix
 
-    def describe(self) -> dict[str, object]:
-        """What about this solver changes results (part of the run's identity)."""
-        described: dict[str, object] = {
-            "type": "chat",
-            "model_id": self.client.model,
-            "sampling": self.client.sampling,
-            "system_prompt": self.system_prompt,
-            **({} if self.reasoning_tags == THINK else
-               {"reasoning_tags": self.reasoning_tags and [self.reasoning_tags.open, self.reasoning_tags.close]}),
-        }
-        if self.answer_prefix != "text":
-            described["answer_prefix"] = self.answer_prefix
-        return described
+    def options(self) -> dict[str, object]:
+        prefix = {} if self.answer_prefix == "text" else {"answer_prefix": self.answer_prefix}
+        return {"system_prompt": self.system_prompt, **prefix}
 
     def build_messages(self, task: Task) -> tuple[Message, ...]:
         seed = task.seed
@@ -86,10 +53,6 @@ class ChatSolver:
         repeats of a problem are distinct samples, each reproducible (`sample_seed`)."""
         return self.client.sample_overrides((task.problem_idx, task.repeat))
 
-    async def aclose(self) -> None:
-        """Release pooled connections; the client reconnects if it is used again."""
-        await self.client.aclose()
-
     async def solve(self, task: Task) -> SolveResult:
         messages = self.build_messages(task)
         sample = (task.problem_idx, task.repeat)
@@ -98,7 +61,7 @@ class ChatSolver:
             messages, completion = await self._continue(messages, sample, {**overrides, **self._budget(task)})
         else:
             completion = await self.client.chat(messages, sample=sample, **overrides)
-        split = split_reasoning(completion, self.reasoning_tags)
+        split = self.split(completion)
         return SolveResult(
             response=split.answer,
             messages=messages,
@@ -132,20 +95,3 @@ def _text_prompt(messages: tuple[Message, ...]) -> str:
     (assistant) prefix after one space, so RULER's prompt reads as its base template writes it."""
     *head, prefix = messages
     return "\n\n".join(str(m.get("content") or "") for m in head) + " " + str(prefix.get("content") or "")
-
-
-# What an environment may ask for (``EvalEnvironment.solver``): a name -> "module:Class", loaded on use.
-SOLVERS = {
-    "chat": "nel.solvers:ChatSolver",
-    "scicode": "nel.skills.scicode_solver:SciCodeSolver",
-    "bfcl": "nel.skills.bfcl_solver:BfclSolver",
-}
-
-
-def make_solver(kind: str, client: ModelClient, **options: object) -> Solver:
-    """The solver an environment names (``chat`` for one completion per task), built with ``options``."""
-    if kind not in SOLVERS:
-        raise ConfigError(f"unknown solver {kind!r}; known: {', '.join(SOLVERS)}")
-    module, _, name = SOLVERS[kind].partition(":")
-    solver: Solver = getattr(importlib.import_module(module), name)(client, **options)
-    return solver
