@@ -112,6 +112,7 @@ async def run_evaluation(
         flush_rows=flush_rows,
         flush_seconds=flush_seconds,
         journal=journal,
+        defer=asyncio.get_running_loop().call_soon,  # one journal write per turn of the loop
     )
     counters = Counters(total=len(problems) * n_repeats, already=len(skip), limiter=limiter)
     runner = _ShardRun(env, solver, writer, counters, info.run_id, shard, n_repeats, concurrency)

@@ -107,6 +107,29 @@ def test_journal_holds_every_row_until_its_part_is_written(tmp_path: Path) -> No
     assert table.column("started_at")[0].as_py().timestamp() == pytest.approx(1.7e9)
 
 
+def test_deferred_journal_writes_a_turns_rows_at_once_and_before_a_part(tmp_path: Path) -> None:
+    """With ``defer`` (the eval loop's call_soon) rows finished in one turn share one write."""
+    shard = ShardDir(tmp_path)
+    scheduled: list = []
+    writer = ShardWriter(shard, metadata={"nel.run_id": "r1"}, flush_rows=100, defer=scheduled.append)
+    for idx in range(3):
+        writer.append(_row(idx))
+    (journal,) = shard.journals()
+    assert len(read_journal(journal)) == 0 and len(scheduled) == 1  # one write scheduled for the turn
+    scheduled.pop()()
+    assert len(read_journal(journal)) == 3
+    writer.append(_row(3))
+    staged = writer.stage()  # the segment gets its pending line before it is closed
+    assert staged is not None and len(read_journal(journal)) == 4
+    scheduled.pop()()  # the turn's callback, now with nothing left to write
+    writer.write(staged)
+    writer.append(_row(4))
+    writer.close()
+    assert not shard.journals() and len(scheduled) == 1
+    table = pa.concat_tables(read_part(p) for p in shard.parts())
+    assert sorted(table.column("problem_idx").to_pylist()) == [0, 1, 2, 3, 4]
+
+
 def test_recover_turns_a_killed_writers_journal_into_parts_and_drops_a_torn_line(tmp_path: Path) -> None:
     shard = ShardDir(tmp_path)
     dead = ShardWriter(shard, metadata={"nel.run_id": "r1"}, flush_rows=100)
