@@ -39,6 +39,14 @@ class MetricInputs:
 Metrics = dict[str, dict[str, object]]
 """mode (``pass@1``, ``majority@4``, ...) -> metric name -> value: one benchmark's or subset's metrics."""
 
+RUN_FIELDS = ("num_entries", "avg_tokens", "gen_seconds")
+"""The entries of every mode that describe the rows rather than score them."""
+
+
+def run_fields(out: Metrics) -> dict[str, object]:
+    """The run-describing entries of the generic metrics, for a hook that replaces the modes."""
+    return {k: v for k, v in out.get("pass@1", {}).items() if k in RUN_FIELDS}
+
 MetricsHook = Callable[[MetricInputs, Metrics], Metrics]
 """A METRICS_TYPE's extras: the inputs and the generic metrics -> the final metrics.
 

@@ -19,11 +19,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from nel.errors import StoreError
+from nel.metrics import RUN_FIELDS
 from nel.rundir import read_run
 from nel.store import TERMINAL_ERROR_KINDS
 
 # Keys of a metrics.json mode that are not scores.
-_NOT_SCORES = {"num_entries", "avg_tokens", "gen_seconds", "no_answer"}
+_NOT_SCORES = {*RUN_FIELDS, "no_answer"}
 HEADERS = ("benchmark", "subset", "metric", "score ± 95% CI", "n", "failed", "tokens/sample", "time")
 
 

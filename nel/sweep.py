@@ -52,6 +52,7 @@ from nel.backends.base import ranges
 from nel.errors import ConfigError, ExitCode, NelError, StoreError, exit_code_for
 from nel.launch import compose_plan as launch_plan
 from nel.launch import conf_dir
+from nel.metrics import RUN_FIELDS
 from nel.reconcile import Target, advance
 
 RESULTS_SCHEMA_VERSION = "1"
@@ -68,7 +69,7 @@ _SWEEP_KEYS = {
     "settings",
 }
 # Per-mode entries of metrics.json that describe the run rather than score it.
-_NOT_SCORES = {"num_entries", "avg_tokens", "gen_seconds"}
+_NOT_SCORES = set(RUN_FIELDS)
 
 
 @dataclass(frozen=True)

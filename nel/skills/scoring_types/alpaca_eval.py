@@ -32,7 +32,7 @@ import yaml
 
 from nel.client import ModelClient
 from nel.errors import ConfigError, ModelCallError, ScoringError
-from nel.metrics import MetricInputs, Metrics
+from nel.metrics import MetricInputs, Metrics, run_fields
 from nel.scoring.alpaca_eval import (
     FIRST,
     SECOND,
@@ -219,9 +219,7 @@ def alpaca_metrics(data: MetricInputs, out: Metrics) -> Metrics:
     repeats = data.scores["preference"].shape[1]
     judged = data.answers >= 0  # a scored row always has an extracted answer; a failed one never
     runs = [_one_repeat(data.scores, judged[:, r], r) for r in range(repeats)]
-    common = {
-        k: v for k, v in out.get("pass@1", {}).items() if k in ("num_entries", "avg_tokens", "gen_seconds")
-    }
+    common = run_fields(out)
     if repeats == 1:
         return {"pass@1": {**common, **runs[0]}}
     merged: dict[str, object] = dict(common)

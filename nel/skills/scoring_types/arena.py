@@ -19,7 +19,7 @@ from typing import Any
 
 from nel.client import ModelClient
 from nel.errors import ScoringError
-from nel.metrics import MetricInputs, Metrics
+from nel.metrics import MetricInputs, Metrics, run_fields
 from nel.scoring.arena import arena_score, battles, model_margin, parse_verdict
 from nel.skills.judge import ask_judge
 from nel.skills.prompts import get_prompt_config, render
@@ -105,9 +105,7 @@ def arena_metrics(data: MetricInputs, out: Metrics) -> Metrics:
     for m1, m2, bad, ok in zip(first.ravel(), second.ravel(), invalid.ravel(), judged.ravel()):
         margins.append(None if bad & 1 else int(m1) if ok else -1)
         margins.append(None if bad & 2 else int(m2) if ok else -1)
-    common = {
-        k: v for k, v in out.get("pass@1", {}).items() if k in ("num_entries", "avg_tokens", "gen_seconds")
-    }
+    common = run_fields(out)
     result = arena_score(battles(margins))
     bucket: dict[str, object] = {
         **common,
