@@ -225,6 +225,8 @@ def test_the_whole_benchmark_agrees_with_alpaca_eval(alpaca_data: Path, upstream
     for key in COMPARED:
         assert metrics[key] == pytest.approx(ref["metrics"][key], rel=1e-9, abs=1e-9), key
     assert abs(metrics["length_controlled_winrate"] - metrics["win_rate"]) > 1  # the length correction did work
+    lc, se = metrics["length_controlled_winrate"], metrics["lc_standard_error"]
+    assert metrics["length_controlled_winrate_ci95"] == pytest.approx([lc - 1.96 * se, lc + 1.96 * se]) and se > 0
     assert metrics["no_answer"] == 0 and metrics["judged_by_label"] == 0 and metrics["num_entries"] == N
 
 

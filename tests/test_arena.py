@@ -119,6 +119,7 @@ def test_arena_hard_end_to_end(tmp_path: Path, prefs: tuple[str, ...], expected:
         expected = round(_logistic_fit_share(battles([2, 2, 1, 1, 0, 0, -1, -1])), 2)
         assert expected == pytest.approx(100 * share, abs=0.01)
     assert metrics["score"] == pytest.approx(expected, abs=0.01)
+    assert metrics["score_ci95"] == pytest.approx([metrics["score"] + metrics["95_CI"][0], metrics["score"] + metrics["95_CI"][1]])
     assert metrics["invalid_scores"] == 0 and metrics["num_entries"] == 4
     table = pq.read_table(out / "trajectories.parquet").to_pylist()
     calls = json.loads(table[0]["details"])["judge_calls"]

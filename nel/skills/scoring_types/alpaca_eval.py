@@ -221,7 +221,7 @@ def alpaca_metrics(data: MetricInputs, out: Metrics) -> Metrics:
     runs = [_one_repeat(data.scores, judged[:, r], r) for r in range(repeats)]
     common = run_fields(out)
     if repeats == 1:
-        return {"pass@1": {**common, **runs[0]}}
+        return {"pass@1": _with_intervals({**common, **runs[0]})}
     merged: dict[str, object] = dict(common)
     for key in runs[0]:
         values = [run[key] for run in runs]
@@ -233,7 +233,17 @@ def alpaca_metrics(data: MetricInputs, out: Metrics) -> Metrics:
             merged[key] = int(sum(values))  # type: ignore[arg-type]
         else:
             merged[key] = float(np.mean(values))  # type: ignore[arg-type]
-    return {f"pass@1[avg-of-{repeats}]": merged}
+    return {f"pass@1[avg-of-{repeats}]": _with_intervals(merged)}
+
+
+def _with_intervals(bucket: dict[str, object]) -> dict[str, object]:
+    """``<rate>_ci95``, nel's interval key (the summary table quotes the keys that have one): the
+    normal approximation around alpaca-eval's own standard errors, ±1.96 of them."""
+    for rate, error in (("length_controlled_winrate", "lc_standard_error"), ("win_rate", "standard_error")):
+        value, se = bucket.get(rate), bucket.get(error)
+        if isinstance(value, float) and isinstance(se, float):
+            bucket[f"{rate}_ci95"] = [value - 1.96 * se, value + 1.96 * se]
+    return bucket
 
 
 def _one_repeat(scores: dict[str, np.ndarray], judged: np.ndarray, r: int) -> dict[str, object]:

@@ -113,7 +113,9 @@ def arena_metrics(data: MetricInputs, out: Metrics) -> Metrics:
         "no_answer": int((~judged).sum()),
     }
     if result is not None:
-        bucket.update(score=result.score, **{"95_CI": list(result.ci95)}, battles=result.battles)
+        low, high = result.ci95
+        bucket.update(score=result.score, **{"95_CI": [low, high]}, battles=result.battles)
+        bucket["score_ci95"] = [result.score + low, result.score + high]  # nel's interval key: the bounds
     return {"pass@1": bucket}
 
 
