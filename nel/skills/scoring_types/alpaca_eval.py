@@ -138,7 +138,7 @@ class AlpacaEvalScorer(InlineScorer):
                 self.annotator.template, {"instruction": instruction, "output_1": first, "output_2": second}
             )
             completion, refused = await self._ask(chat_messages(prompt), where)
-            raw, source = judged(completion)
+            raw, source = parse_judgement(completion)
             preference = None if raw is None else unswitch(raw, flip)
             label = float(source == "label")
             details["judge_calls"] = [call_record(prompt, completion, flip, source, raw, refused)]
@@ -169,7 +169,7 @@ class AlpacaEvalScorer(InlineScorer):
         return await ask_judge(self.judge, messages, where=where, **plain), self.logprobs_refused
 
 
-def judged(completion: Completion) -> tuple[float | None, str]:
+def parse_judgement(completion: Completion) -> tuple[float | None, str]:
     """(preference about the prompt's order, where it came from: ``logprobs`` or ``label``).
 
     alpaca-eval parses one preference per generated token and wants exactly one; a judge that
