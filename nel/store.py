@@ -2,8 +2,9 @@
 
 Every finished row is appended to the shard's journal at once (a ``write`` to the page
 cache, which outlives a SIGKILL of the process; in the eval loop, one ``write`` for all the
-rows that finish in one turn of the event loop, before it waits on anything), and buffered; every ``flush_rows`` rows or
-``flush_seconds`` the buffer becomes a Parquet part, written whole to ``*.tmp`` and renamed
+rows that finish in one turn of the event loop, before it waits on anything), and buffered;
+every ``flush_rows`` rows or ``flush_seconds`` the buffer becomes a Parquet part, written
+whole to ``*.tmp`` and renamed
 into place, and the journal segment it came from is deleted. Part ``N`` and journal segment
 ``N`` share a name (`ShardDir`), so a crash between the rename and the delete leaves a
 segment a reader recognises as compacted. `recover` turns what a killed writer left into
@@ -67,10 +68,12 @@ class ShardWriter:
     `append` is on the eval loop's hot path: one tuple and its journal line. With ``defer``
     (the event loop's ``call_soon``) the lines of the rows that finish in one turn of the loop
     go out in one ``write`` at its end, before the loop waits on anything: a syscall per row
-    cost the loop 7-9% of its throughput (benchmarks/README.md). Without it, each line is written at once. `stage` (in
-    the loop: it holds the GIL) turns the buffer into a table and starts a new journal
-    segment; `write` (in a thread: encoding, compression and fsync release the GIL) writes
-    the part and deletes the segment it replaces.
+    cost the loop 7-9% of its throughput (benchmarks/README.md). A deferred write that fails
+    (a full disk) is raised by the next `append`, on the caller's path, not in the callback.
+    Without ``defer``, each line is written at once. `stage` (in the loop: it holds the GIL)
+    turns the buffer into a table and starts a new journal segment; `write` (in a thread:
+    encoding, compression and fsync release the GIL) writes the part and deletes the segment
+    it replaces.
     """
 
     def __init__(
@@ -97,6 +100,7 @@ class ShardWriter:
         self._fd = self._open_journal() if journal else -1
         self._defer = defer
         self._lines = bytearray()  # journal lines not yet written (only with `defer`)
+        self._deferred_error: OSError | None = None
 
     @property
     def buffered(self) -> int:
@@ -104,20 +108,38 @@ class ShardWriter:
 
     def append(self, row: TrajectoryRow) -> None:
         values = row_values(row)
-        if self._fd >= 0:
-            if self._defer is None:
-                _write_all(self._fd, _journal_line(values))
-            else:
-                if not self._lines:
-                    self._defer(self.write_journal)
-                self._lines += _journal_line(values)
         self._rows.append_values(values)
+        if self._fd < 0:
+            return
+        if self._deferred_error is not None:
+            raise self._deferred_error
+        if self._defer is None:
+            self._lines += _journal_line(values)
+            self.write_journal()
+        else:
+            if not self._lines:
+                self._defer(self._write_deferred)
+            self._lines += _journal_line(values)
 
     def write_journal(self) -> None:
-        """Write the journal lines appended since the last call (with ``defer``)."""
-        if self._lines and self._fd >= 0:
-            _write_all(self._fd, self._lines)
-        self._lines.clear()
+        """Write the journal lines not yet written; an OSError names the segment."""
+        # Taken, not cleared after: a failed write keeps its buffer exported in the traceback,
+        # and the lines are not retried (the shard stops; a retry would tear the segment).
+        lines, self._lines = self._lines, bytearray()
+        if not lines or self._fd < 0:
+            return
+        try:
+            _write_all(self._fd, lines)
+        except OSError as exc:
+            if exc.filename is None:
+                exc.filename = str(self.shard.journal(self._seq, self._token))
+            raise
+
+    def _write_deferred(self) -> None:
+        try:
+            self.write_journal()
+        except OSError as exc:
+            self._deferred_error = exc
 
     def flush(self) -> Path | None:
         """Write everything buffered as one part file; return its path (None if empty)."""
@@ -128,16 +150,19 @@ class ShardWriter:
         return staged.part
 
     def close(self) -> None:
-        """Flush, and drop the journal segment left empty."""
-        self.write_journal()
-        self.flush()
+        """Write what is buffered as the last part (no new journal segment is started for it),
+        or drop the journal segment left empty."""
+        staged = self.stage(last=True)
+        if staged is not None:
+            self.write(staged)
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
             self.shard.journal(self._seq, self._token).unlink(missing_ok=True)
 
-    def stage(self) -> Staged | None:
-        """Take the buffered rows as a table, name its part, and start the next journal segment."""
+    def stage(self, *, last: bool = False) -> Staged | None:
+        """Take the buffered rows as a table, name its part, and start the next journal segment
+        (none when ``last``: the writer is closing)."""
         rows, self._rows = self._rows, RowColumns()
         if not len(rows):
             return None
@@ -149,7 +174,7 @@ class ShardWriter:
             self.write_journal()  # the segment holds every row of the part it becomes
             os.close(self._fd)
             journal = self.shard.journal(seq, self._token)
-            self._fd = self._open_journal()
+            self._fd = -1 if last else self._open_journal()
         return Staged(rows.table(self.schema), self.shard.part(seq, self._token), journal)
 
     def write(self, staged: Staged) -> None:
@@ -164,7 +189,12 @@ class ShardWriter:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         header = {"nel_journal": JOURNAL_FORMAT, "schema_version": SCHEMA_VERSION,
                   "columns": list(COLUMNS), "metadata": self._metadata}  # fmt: skip
-        _write_all(fd, orjson.dumps(header) + b"\n")
+        try:
+            _write_all(fd, orjson.dumps(header) + b"\n")
+        except OSError as exc:
+            os.close(fd)
+            exc.filename = exc.filename or str(path)
+            raise
         return fd
 
 

@@ -363,3 +363,20 @@ def test_disk_full_mid_run_keeps_finished_rows(gsm8k_data_dir: Path, tmp_path: P
         # Parts hold `kept`; the journal may hold more finished rows: none is redone.
         before = re.search(r"\((\d+) from before\)", again.stdout)
         assert before is not None and int(before.group(1)) >= len(kept), again.stdout
+
+
+def test_disk_full_while_journaling_names_a_file_and_loses_no_journaled_row(gsm8k_data_dir: Path, tmp_path: Path) -> None:
+    """The journal fills the disk before any part is due (its writes are deferred to the end of a
+    turn of the event loop): still one line naming a file, exit 4, and the rerun resumes the rows
+    the journal holds."""
+    with tmpfs(tmp_path / "full", "size=2m") as mount, ModelServer() as srv:
+        args = run_args(mount / "run", "--max-problems", "1000", "--concurrency", "8", "--flush-rows", "5000",
+                        url=srv.base_url, data_dir=gsm8k_data_dir)  # fmt: skip
+        _fill(mount, 60_000)  # room for ~100 journal lines, not for 1000
+        done = nel(*args)
+        one_error_line(done, ENV, rf"{mount}/run/shards/\S+: No space left on device; free space on that file system")
+        (mount / "filler").unlink()
+        again = nel(*args)
+        assert again.returncode == 0, again.stderr
+        before = re.search(r"\((\d+) from before\)", again.stdout)
+        assert before is not None and int(before.group(1)) > 0, again.stdout
