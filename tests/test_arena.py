@@ -72,6 +72,21 @@ def _write_upstream(folder: Path, questions: list[str]) -> None:
             )
 
 
+def _prepare(tmp_path: Path, questions: list[str]) -> None:
+    """Upstream-format questions and baseline answers, converted into ``tmp_path/data``."""
+    upstream = tmp_path / "upstream"
+    _write_upstream(upstream, questions)
+    rows = list(arena_hard_rows([upstream / "question.jsonl", upstream / "gpt-4-0314.jsonl"]))
+    write_jsonl_atomic(tmp_path / "data" / "arena-hard" / "test.jsonl", rows)
+
+
+def _run(tmp_path: Path, model: ModelServer, *extra: str) -> int:
+    """``nel eval run`` of skills://arena-hard on ``tmp_path/data`` into ``tmp_path/run``."""
+    return main(["eval", "run", "--bench", "skills://arena-hard", "--model-url", model.base_url, "--model-id", "m",
+                 "--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "run"), "--progress", "none",
+                 "--skills-backend", "native", *extra])  # fmt: skip
+
+
 def _answer_of(text: str, side: str) -> str:
     return text.split(f"<|The Start of Assistant {side}'s Answer|>\n")[1].split("\n<|The End")[0]
 
@@ -99,16 +114,11 @@ QUESTIONS = ["Write a haiku about rust.", "Explain TCP slow start.", "Sort a lis
     [((">>", ">>", ">>", ">>"), 100.0), (("<", "<", "<", "<"), 0.0), ((">>", ">", "=", "<"), None)],
 )
 def test_arena_hard_end_to_end(tmp_path: Path, prefs: tuple[str, ...], expected: float | None):
-    upstream = tmp_path / "upstream"
-    _write_upstream(upstream, QUESTIONS)
-    rows = list(arena_hard_rows([upstream / "question.jsonl", upstream / "gpt-4-0314.jsonl"]))
-    write_jsonl_atomic(tmp_path / "data" / "arena-hard" / "test.jsonl", rows)
+    _prepare(tmp_path, QUESTIONS)
     out = tmp_path / "run"
     with ModelServer(default=Rule(content="MODEL answer")) as model, \
             ModelServer(answer_fn=_judge(dict(zip(QUESTIONS, prefs)))) as judge:  # fmt: skip
-        code = main(["eval", "run", "--bench", "skills://arena-hard", "--model-url", model.base_url, "--model-id", "m",
-                     "--judge-url", judge.base_url, "--judge-model", "judge-m", "--data-dir", str(tmp_path / "data"),
-                     "--output-dir", str(out), "--progress", "none", "--skills-backend", "native"])  # fmt: skip
+        code = _run(tmp_path, model, "--judge-url", judge.base_url, "--judge-model", "judge-m")
         judge_requests = judge.requests
     assert code == EXIT_OK
     assert len(judge_requests) == 2 * len(QUESTIONS)
@@ -129,19 +139,13 @@ def test_arena_hard_end_to_end(tmp_path: Path, prefs: tuple[str, ...], expected:
 
 
 def test_a_failing_judge_call_is_a_scoring_error_naming_the_game(tmp_path: Path):
-    upstream = tmp_path / "upstream"
-    _write_upstream(upstream, QUESTIONS[:2])
-    rows = list(arena_hard_rows([upstream / "question.jsonl", upstream / "gpt-4-0314.jsonl"]))
-    write_jsonl_atomic(tmp_path / "data" / "arena-hard" / "test.jsonl", rows)
+    _prepare(tmp_path, QUESTIONS[:2])
     out = tmp_path / "run"
     with (
         ModelServer(default=Rule(content="MODEL answer")) as model,
         ModelServer(default=Rule(status=500)) as judge,
     ):
-        code = main(["eval", "run", "--bench", "skills://arena-hard", "--model-url", model.base_url, "--model-id", "m",
-                     "--judge-url", judge.base_url, "--judge-model", "j", "--data-dir", str(tmp_path / "data"),
-                     "--output-dir", str(out), "--progress", "none", "--max-retries", "0",
-                     "--skills-backend", "native"])  # fmt: skip
+        code = _run(tmp_path, model, "--judge-url", judge.base_url, "--judge-model", "j", "--max-retries", "0")
     assert code == EXIT_INCOMPLETE
     parts = [r for path in sorted(out.rglob("part-*.parquet")) for r in pq.read_table(path).to_pylist()]
     assert len(parts) == 2 and {r["error_kind"] for r in parts} == {"scoring_error"}
@@ -154,25 +158,18 @@ def test_arena_hard_needs_a_judge(tmp_path: Path):
         tmp_path / "data" / "arena-hard" / "test.jsonl", [{"question": "q", "baseline_answer": "b"}]
     )
     with ModelServer(default=Rule(content="x")) as model:
-        code = main(["eval", "run", "--bench", "skills://arena-hard", "--model-url", model.base_url, "--model-id", "m",
-                     "--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "run"), "--progress", "none",
-                     "--skills-backend", "native"])  # fmt: skip
+        code = _run(tmp_path, model)
     assert code == ExitCode.USAGE
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
 def test_a_question_the_model_did_not_answer_loses_both_games(tmp_path: Path):
-    upstream = tmp_path / "upstream"
-    _write_upstream(upstream, QUESTIONS)
-    rows = list(arena_hard_rows([upstream / "question.jsonl", upstream / "gpt-4-0314.jsonl"]))
-    write_jsonl_atomic(tmp_path / "data" / "arena-hard" / "test.jsonl", rows)
+    _prepare(tmp_path, QUESTIONS)
     out = tmp_path / "run"
     too_long = Rule(match=QUESTIONS[0], status=400, message="This model's maximum context length is 4096 tokens")
     with ModelServer(rules=[too_long], default=Rule(content="MODEL answer")) as model, \
             ModelServer(answer_fn=_judge(dict.fromkeys(QUESTIONS, ">>"))) as judge:  # fmt: skip
-        code = main(["eval", "run", "--bench", "skills://arena-hard", "--model-url", model.base_url, "--model-id", "m",
-                     "--judge-url", judge.base_url, "--judge-model", "judge-m", "--data-dir", str(tmp_path / "data"),
-                     "--output-dir", str(out), "--progress", "none", "--skills-backend", "native"])  # fmt: skip
+        code = _run(tmp_path, model, "--judge-url", judge.base_url, "--judge-model", "judge-m")
     assert code == EXIT_OK
     metrics = json.loads((out / "metrics.json").read_text())["arena-hard"]["pass@1"]
     assert metrics["no_answer"] == 1 and metrics["invalid_scores"] == 0

@@ -124,13 +124,13 @@ def win_rate(preferences: np.ndarray) -> WinRate:
     x = valid - 1
     discrete = np.where(valid == 1.5, 0.5, np.where(valid > 1.5, 1.0, 0.0))
     return WinRate(
-        win_rate=percent(x.mean()) if x.size else None,
-        standard_error=percent(sem(x)),
+        win_rate=_percent(x.mean()) if x.size else None,
+        standard_error=_percent(_sem(x)),
         n_wins=int((x > 0.5).sum()),
         n_wins_base=int((x < 0.5).sum()),
         n_draws=int((p == 1.5).sum()),
         n_total=int(x.size),
-        discrete_win_rate=percent(discrete.mean()) if discrete.size else None,
+        discrete_win_rate=_percent(discrete.mean()) if discrete.size else None,
     )
 
 
@@ -157,11 +157,11 @@ class LengthControlled:
 
     @property
     def win_rate(self) -> float | None:
-        return percent(self.predicted.mean())
+        return _percent(self.predicted.mean())
 
     @property
     def standard_error(self) -> float | None:
-        return percent(sem(self.predicted))
+        return _percent(_sem(self.predicted))
 
 
 class NotFitted(ValueError):
@@ -252,9 +252,9 @@ def _soft_log_loss(y_true, y_pred, true_prob, true_sample_weight=None) -> float:
     return float(-np.mean(losses))
 
 
-def sem(values: np.ndarray) -> float | None:
+def _sem(values: np.ndarray) -> float | None:
     return float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else None
 
 
-def percent(value: float | None) -> float | None:
+def _percent(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value) * 100

@@ -21,6 +21,7 @@ such a row 0, and ``no_answer`` says how many there were.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
 from dataclasses import dataclass
@@ -41,10 +42,8 @@ from nel.scoring.alpaca_eval import (
     chat_messages,
     fill_prompt,
     length_controlled,
-    percent,
     preference_from_label,
     preference_from_logprobs,
-    sem,
     switched,
     unswitch,
     win_rate,
@@ -283,12 +282,8 @@ def _length_controlled(pick: dict[str, np.ndarray], no_answer: int) -> dict[str,
     except NotFitted as exc:
         none = {"length_controlled_winrate": None, "lc_standard_error": None, "glm_weights": None}
         return {**none, "lc_not_fitted": str(exc)}
-    predicted = np.concatenate([lc.predicted, np.zeros(no_answer)])
-    return {
-        "length_controlled_winrate": percent(predicted.mean()),
-        "lc_standard_error": percent(sem(predicted)),
-        "glm_weights": lc.weights,
-    }
+    lc = dataclasses.replace(lc, predicted=np.concatenate([lc.predicted, np.zeros(no_answer)]))
+    return {"length_controlled_winrate": lc.win_rate, "lc_standard_error": lc.standard_error, "glm_weights": lc.weights}
 
 
 ALPACA_EVAL = ScoringType(
